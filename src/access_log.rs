@@ -1,0 +1,117 @@
+//! One log line per request, for Rust and Python routes alike: method, path, status,
+//! body bytes and duration, written when the response body has been fully sent.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Method, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+
+/// What the access log needs to know about the request, taken before it is handed on.
+pub struct RequestLine {
+    method: Method,
+    path_and_query: String,
+    version: Version,
+    client: Option<std::net::SocketAddr>,
+    started: Instant,
+}
+
+impl RequestLine {
+    pub fn new<B>(request: &http::Request<B>, client: Option<std::net::SocketAddr>) -> Self {
+        RequestLine {
+            method: request.method().clone(),
+            path_and_query: request
+                .uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), ToString::to_string),
+            version: request.version(),
+            client,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// A response body that counts what it yields and logs the request line when done.
+pub struct LoggedBody<B: Body> {
+    inner: B,
+    /// HEAD responses are complete without any body being polled.
+    head: bool,
+    line: Option<(RequestLine, StatusCode)>,
+    bytes: u64,
+}
+
+impl<B: Body> LoggedBody<B> {
+    pub fn new(inner: B, line: RequestLine, status: StatusCode) -> Self {
+        LoggedBody {
+            head: line.method == Method::HEAD,
+            inner,
+            line: Some((line, status)),
+            bytes: 0,
+        }
+    }
+
+    fn log(&mut self, completed: bool) {
+        let Some((line, status)) = self.line.take() else {
+            return;
+        };
+        let client = line
+            .client
+            .map_or_else(|| "-".to_string(), |client| client.to_string());
+        tracing::info!(
+            target: "rust_asgi_server::access",
+            "{client} \"{} {} {:?}\" {} {}B {:.2}ms{}",
+            line.method,
+            line.path_and_query,
+            line.version,
+            status.as_u16(),
+            self.bytes,
+            line.started.elapsed().as_secs_f64() * 1000.0,
+            if completed { "" } else { " (incomplete)" },
+        );
+    }
+}
+
+impl<B: Body + Unpin> Body for LoggedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += bytes::Buf::remaining(data) as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.log(true);
+                }
+            }
+            Poll::Ready(None) => this.log(true),
+            Poll::Ready(Some(Err(_))) => this.log(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: Body> Drop for LoggedBody<B> {
+    fn drop(&mut self) {
+        // A body polled to its end has logged already; one dropped earlier was cut off,
+        // unless there was nothing to send.
+        let completed = self.head || self.inner.is_end_stream();
+        self.log(completed);
+    }
+}

@@ -1,0 +1,117 @@
+//! [`PythonApp`]: the interpreter, its loop thread and the imported app, as one value.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::thread::JoinHandle;
+
+use crate::Error;
+use crate::asgi::lifespan::{self, RunningLifespan};
+use crate::asgi::{AsgiService, LifespanMode};
+use crate::python::{AppSpec, EventLoop, Interface, LoopKind, interpreter};
+
+/// A Python ASGI app running on its own loop thread.
+pub struct PythonApp {
+    event_loop: EventLoop,
+    thread: Option<JoinHandle<()>>,
+    root_path: String,
+    lifespan: LifespanMode,
+}
+
+/// Options for [`PythonApp`]; every one has uvicorn's default.
+pub struct PythonAppBuilder {
+    spec: AppSpec,
+    loop_kind: LoopKind,
+    root_path: String,
+    lifespan: LifespanMode,
+}
+
+impl PythonApp {
+    /// Imports `module:attribute` with default options. Must be called inside a Tokio
+    /// runtime: waits started by the app run on it.
+    pub fn import(import_string: &str) -> Result<Self, Error> {
+        Self::builder(import_string).start()
+    }
+
+    pub fn builder(import_string: &str) -> PythonAppBuilder {
+        PythonAppBuilder {
+            spec: AppSpec::new(import_string),
+            loop_kind: LoopKind::Auto,
+            root_path: String::new(),
+            lifespan: LifespanMode::Auto,
+        }
+    }
+
+    /// A Tower service forwarding requests to the app; clone it freely.
+    pub fn service(&self) -> AsgiService {
+        AsgiService::new(self.event_loop.clone(), self.root_path.clone())
+    }
+
+    /// Runs lifespan startup; no request should reach the app before it returns.
+    pub async fn startup(&self) -> Result<RunningLifespan, Error> {
+        lifespan::startup(&self.event_loop, self.lifespan)
+            .await
+            .map_err(|message| Error::new(format!("Application startup failed:\n{message}")))
+    }
+
+    /// Stops the loop thread after lifespan shutdown.
+    pub fn stop(mut self) {
+        self.event_loop.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl PythonAppBuilder {
+    /// Call the attribute to obtain the app (uvicorn's `--factory`).
+    pub fn factory(mut self, factory: bool) -> Self {
+        self.spec.factory = factory;
+        self
+    }
+
+    pub fn interface(mut self, interface: Interface) -> Self {
+        self.spec.interface = interface;
+        self
+    }
+
+    /// Directory put first on `sys.path` (default: the current directory).
+    pub fn app_dir(mut self, app_dir: impl Into<PathBuf>) -> Self {
+        self.spec.app_dir = app_dir.into();
+        self
+    }
+
+    pub fn event_loop(mut self, loop_kind: LoopKind) -> Self {
+        self.loop_kind = loop_kind;
+        self
+    }
+
+    /// The ASGI `root_path`: the prefix a proxy in front of the server strips.
+    pub fn root_path(mut self, root_path: impl Into<String>) -> Self {
+        self.root_path = root_path.into().trim_end_matches('/').to_string();
+        self
+    }
+
+    pub fn lifespan(mut self, lifespan: LifespanMode) -> Self {
+        self.lifespan = lifespan;
+        self
+    }
+
+    /// Starts the interpreter (once per process), the loop thread, and imports the app.
+    pub fn start(self) -> Result<PythonApp, Error> {
+        static INTERPRETER: OnceLock<Result<(), String>> = OnceLock::new();
+        INTERPRETER
+            .get_or_init(interpreter::initialize)
+            .clone()
+            .map_err(Error::new)?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::new("PythonApp must be started from inside a Tokio runtime"))?;
+        let (event_loop, thread) =
+            EventLoop::start(self.spec, self.loop_kind, runtime).map_err(Error::new)?;
+        Ok(PythonApp {
+            event_loop,
+            thread: Some(thread),
+            root_path: self.root_path,
+            lifespan: self.lifespan,
+        })
+    }
+}

@@ -1,0 +1,134 @@
+//! Bodies flowing between hyper and the app, both directions.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use futures_util::Stream;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use tokio::sync::mpsc;
+use tokio_util::io::ReaderStream;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body of any Tower stack, erased once at the edge.
+pub type IncomingBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// One item of a streamed response; an `Err` aborts the connection so a client never takes
+/// a cut-off response for a complete one.
+pub type StreamItem = Result<Frame<Bytes>, BoxError>;
+
+/// Bodies at most this large (by `content-length`) are read before the app starts, so its
+/// first `receive()` completes at once.
+pub const PREREAD_LIMIT: u64 = 64 * 1024;
+
+/// How the app's `receive()` gets the request body.
+pub enum RequestBody {
+    /// Read completely before the app started (or empty): handed over in one message.
+    Buffered(Bytes),
+    /// Read frame by frame as the app asks for it, which gives backpressure on uploads.
+    Streaming(IncomingBody),
+}
+
+impl RequestBody {
+    /// Decides, on the Tokio side, whether to read the body now. `Expect: 100-continue`
+    /// bodies are left alone: the client waits until the app first calls `receive()`.
+    pub async fn prepare<B>(headers: &HeaderMap, body: B) -> Result<RequestBody, BoxError>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        if body.is_end_stream() {
+            return Ok(RequestBody::Buffered(Bytes::new()));
+        }
+        let body = body
+            .map_frame(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
+            .map_err(Into::into);
+        let expects_continue = headers
+            .get(http::header::EXPECT)
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let small = body
+            .size_hint()
+            .exact()
+            .is_some_and(|length| length <= PREREAD_LIMIT);
+        if small && !expects_continue {
+            return Ok(RequestBody::Buffered(body.collect().await?.to_bytes()));
+        }
+        Ok(RequestBody::Streaming(UnsyncBoxBody::new(body)))
+    }
+}
+
+/// The body of every response the app produces.
+///
+/// It holds the request's disconnect token: when hyper drops the body (fully written, or the
+/// client went away) the app's pending `receive()` gets `http.disconnect`.
+pub struct ResponseBody {
+    kind: Kind,
+    _disconnect_on_drop: Option<DropGuard>,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Channel(mpsc::Receiver<StreamItem>),
+    File {
+        stream: ReaderStream<tokio::fs::File>,
+        length: u64,
+    },
+}
+
+impl ResponseBody {
+    pub fn full(bytes: Bytes, disconnect: Option<&CancellationToken>) -> Self {
+        Self::new(Kind::Full(Some(bytes)), disconnect)
+    }
+
+    pub fn channel(receiver: mpsc::Receiver<StreamItem>, disconnect: &CancellationToken) -> Self {
+        Self::new(Kind::Channel(receiver), Some(disconnect))
+    }
+
+    pub fn file(file: tokio::fs::File, length: u64, disconnect: &CancellationToken) -> Self {
+        let stream = ReaderStream::with_capacity(file, 64 * 1024);
+        Self::new(Kind::File { stream, length }, Some(disconnect))
+    }
+
+    fn new(kind: Kind, disconnect: Option<&CancellationToken>) -> Self {
+        ResponseBody {
+            kind,
+            _disconnect_on_drop: disconnect.map(|token| token.clone().drop_guard()),
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
+            Kind::Channel(receiver) => receiver.poll_recv(cx),
+            Kind::File { stream, .. } => Pin::new(stream)
+                .poll_next(cx)
+                .map(|chunk| chunk.map(|chunk| chunk.map(Frame::data).map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.kind, Kind::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::File { length, .. } => SizeHint::with_exact(*length),
+            Kind::Channel(_) => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The ASGI protocol: scopes, the HTTP bridge and the awaitables it hands to apps.
+
+pub mod awaitable;
+pub mod body;
+pub mod http;
+pub mod lifespan;
+pub mod scope;
+
+pub use self::http::AsgiService;
+pub use body::ResponseBody;
+pub use lifespan::LifespanMode;
+pub use scope::ConnectionInfo;

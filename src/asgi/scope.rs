@@ -1,0 +1,158 @@
+//! Building ASGI scope dicts from Rust-owned request heads.
+//!
+//! Runs on the loop thread. Keys and constant values are interned once per process, so a
+//! scope costs the dict, the header tuples and the few strings that really vary.
+
+use std::net::SocketAddr;
+
+use http::{HeaderMap, Method, Version};
+use percent_encoding::percent_decode;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+/// ASGI spec version we implement; Starlette uses ≥ 2.4 to skip its own disconnect watcher.
+pub const SPEC_VERSION: &str = "2.4";
+
+/// Where a request came from and arrived at, recorded by the server per connection.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnectionInfo {
+    pub client: Option<SocketAddr>,
+    pub server: Option<SocketAddr>,
+    /// TLS was terminated by this server: `https`/`wss` schemes.
+    pub secure: bool,
+}
+
+/// The parts of a request that the scope describes, owned by Rust until the loop thread
+/// turns them into Python objects.
+pub struct RequestHead {
+    pub method: Method,
+    pub version: Version,
+    /// Path and query as the client sent them, before any router stripped a prefix.
+    pub path_and_query: http::uri::PathAndQuery,
+    pub headers: HeaderMap,
+    pub connection: ConnectionInfo,
+}
+
+pub fn http_scope<'py>(
+    py: Python<'py>,
+    head: &RequestHead,
+    root_path: &str,
+    state: &Bound<'py, PyDict>,
+    extensions: &Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let scope = PyDict::new(py);
+    scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
+    scope.set_item(intern!(py, "asgi"), asgi_versions(py)?)?;
+    scope.set_item(intern!(py, "http_version"), http_version(py, head.version))?;
+    scope.set_item(intern!(py, "method"), method(py, &head.method))?;
+    let scheme = if head.connection.secure {
+        intern!(py, "https")
+    } else {
+        intern!(py, "http")
+    };
+    scope.set_item(intern!(py, "scheme"), scheme)?;
+    fill_common(py, &scope, head, root_path, state)?;
+    scope.set_item(intern!(py, "extensions"), extensions.copy()?)?;
+    Ok(scope)
+}
+
+/// The keys HTTP and websocket scopes share.
+pub fn fill_common<'py>(
+    py: Python<'py>,
+    scope: &Bound<'py, PyDict>,
+    head: &RequestHead,
+    root_path: &str,
+    state: &Bound<'py, PyDict>,
+) -> PyResult<()> {
+    let raw_path = head.path_and_query.path();
+    let decoded = percent_decode(raw_path.as_bytes()).decode_utf8_lossy();
+    let path = if root_path.is_empty() {
+        PyString::new(py, &decoded)
+    } else {
+        PyString::new(py, &format!("{root_path}{decoded}"))
+    };
+    scope.set_item(intern!(py, "path"), path)?;
+    scope.set_item(
+        intern!(py, "raw_path"),
+        PyBytes::new(py, raw_path.as_bytes()),
+    )?;
+    let query = head.path_and_query.query().unwrap_or("");
+    scope.set_item(
+        intern!(py, "query_string"),
+        PyBytes::new(py, query.as_bytes()),
+    )?;
+    scope.set_item(intern!(py, "root_path"), root_path)?;
+    scope.set_item(intern!(py, "headers"), headers(py, &head.headers)?)?;
+    scope.set_item(intern!(py, "client"), address(py, head.connection.client)?)?;
+    scope.set_item(intern!(py, "server"), address(py, head.connection.server)?)?;
+    scope.set_item(intern!(py, "state"), state.copy()?)?;
+    Ok(())
+}
+
+fn asgi_versions(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let asgi = PyDict::new(py);
+    asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
+    asgi.set_item(intern!(py, "spec_version"), intern!(py, SPEC_VERSION))?;
+    Ok(asgi)
+}
+
+fn http_version(py: Python<'_>, version: Version) -> &Bound<'_, PyString> {
+    match version {
+        Version::HTTP_09 => intern!(py, "0.9"),
+        Version::HTTP_10 => intern!(py, "1.0"),
+        Version::HTTP_2 => intern!(py, "2"),
+        Version::HTTP_3 => intern!(py, "3"),
+        _ => intern!(py, "1.1"),
+    }
+}
+
+fn method<'py>(py: Python<'py>, method: &Method) -> Bound<'py, PyString> {
+    let interned = match *method {
+        Method::GET => intern!(py, "GET"),
+        Method::POST => intern!(py, "POST"),
+        Method::PUT => intern!(py, "PUT"),
+        Method::DELETE => intern!(py, "DELETE"),
+        Method::PATCH => intern!(py, "PATCH"),
+        Method::HEAD => intern!(py, "HEAD"),
+        Method::OPTIONS => intern!(py, "OPTIONS"),
+        _ => return PyString::new(py, method.as_str()),
+    };
+    interned.clone()
+}
+
+/// `[(name, value), …]` as bytes; `http` already lower-cases names. Repeated names keep
+/// their relative order (a `HeaderMap` groups them under the first occurrence).
+fn headers<'py>(py: Python<'py>, headers: &HeaderMap) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for (name, value) in headers {
+        let pair = PyTuple::new(
+            py,
+            [
+                PyBytes::new(py, name.as_str().as_bytes()),
+                PyBytes::new(py, value.as_bytes()),
+            ],
+        )?;
+        list.append(pair)?;
+    }
+    Ok(list)
+}
+
+fn address(py: Python<'_>, address: Option<SocketAddr>) -> PyResult<Bound<'_, PyAny>> {
+    match address {
+        Some(address) => Ok(PyTuple::new(
+            py,
+            [
+                address
+                    .ip()
+                    .to_canonical()
+                    .to_string()
+                    .into_pyobject(py)?
+                    .into_any(),
+                address.port().into_pyobject(py)?.into_any(),
+            ],
+        )?
+        .into_any()),
+        None => Ok(py.None().into_bound(py)),
+    }
+}

@@ -1,0 +1,124 @@
+//! Importing the user's app: `module:attr`, `--factory`, ASGI 2/3 detection and the loop
+//! implementation. The logic is Python (src/python/support.py) because it only runs once.
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyModule;
+
+/// Which ASGI calling convention the app uses; `Auto` detects it as uvicorn does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Interface {
+    #[default]
+    Auto,
+    Asgi3,
+    Asgi2,
+}
+
+/// Which asyncio loop runs the app; `Auto` prefers uvloop when it is installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LoopKind {
+    #[default]
+    Auto,
+    Asyncio,
+    Uvloop,
+}
+
+/// What to import and how to call it.
+#[derive(Clone, Debug)]
+pub struct AppSpec {
+    /// `module:attribute`, attributes may be dotted.
+    pub import_string: String,
+    /// Call the attribute with no arguments to get the app.
+    pub factory: bool,
+    pub interface: Interface,
+    /// Put first on `sys.path` before importing (uvicorn's `--app-dir`).
+    pub app_dir: std::path::PathBuf,
+}
+
+impl AppSpec {
+    pub fn new(import_string: impl Into<String>) -> Self {
+        AppSpec {
+            import_string: import_string.into(),
+            factory: false,
+            interface: Interface::Auto,
+            app_dir: std::path::PathBuf::from("."),
+        }
+    }
+}
+
+/// The support module, compiled once per interpreter.
+pub(crate) fn support(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    static SUPPORT: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    SUPPORT
+        .get_or_try_init(py, || {
+            PyModule::from_code(
+                py,
+                c_str(include_str!("support.py")).as_c_str(),
+                c"rust_asgi_server/support.py",
+                c"_rust_asgi_server_support",
+            )
+            .map(Bound::unbind)
+        })
+        .map(|module| module.bind(py))
+}
+
+fn c_str(source: &str) -> std::ffi::CString {
+    std::ffi::CString::new(source).expect("support.py has no NUL byte")
+}
+
+pub(crate) fn new_event_loop(py: Python<'_>, kind: LoopKind) -> Result<Bound<'_, PyAny>, String> {
+    let name = match kind {
+        LoopKind::Auto => "auto",
+        LoopKind::Asyncio => "asyncio",
+        LoopKind::Uvloop => "uvloop",
+    };
+    let make = || -> PyResult<Bound<'_, PyAny>> {
+        let event_loop = support(py)?.call_method1("new_event_loop", (name,))?;
+        py.import("asyncio")?
+            .call_method1("set_event_loop", (&event_loop,))?;
+        Ok(event_loop)
+    };
+    make().map_err(|err| load_error_message(py, &err))
+}
+
+pub(crate) fn load_app(py: Python<'_>, spec: &AppSpec) -> Result<Py<PyAny>, String> {
+    let interface = match spec.interface {
+        Interface::Auto => "auto",
+        Interface::Asgi3 => "asgi3",
+        Interface::Asgi2 => "asgi2",
+    };
+    support(py)
+        .and_then(|support| {
+            support.call_method1(
+                "load_app",
+                (
+                    spec.import_string.as_str(),
+                    spec.factory,
+                    interface,
+                    std::path::absolute(&spec.app_dir)
+                        .unwrap_or_else(|_| spec.app_dir.clone())
+                        .to_string_lossy()
+                        .into_owned(),
+                ),
+            )
+        })
+        .map(Bound::unbind)
+        .map_err(|err| load_error_message(py, &err))
+}
+
+/// Our own `AppLoadError`s carry a complete sentence; anything else raised while importing
+/// is the user's bug and deserves its traceback.
+fn load_error_message(py: Python<'_>, err: &PyErr) -> String {
+    let is_ours = support(py)
+        .and_then(|support| support.getattr("AppLoadError"))
+        .map(|class| err.get_type(py).is(&class))
+        .unwrap_or(false);
+    if is_ours {
+        err.value(py).to_string()
+    } else {
+        format!(
+            "Error while importing the app:\n{}",
+            super::format_traceback(py, err)
+        )
+    }
+}

@@ -1,0 +1,203 @@
+//! The one thread that runs Python: an asyncio loop fed by a queue of jobs from Tokio.
+//!
+//! Tokio workers never take the GIL. They push a [`Job`] (Rust-owned data plus what to do
+//! with it) onto a queue and, only when the queue was idle, write one byte to a socket the
+//! loop watches with `add_reader`. The loop then drains every queued job in that single
+//! wake-up, so under load many requests cost one wake-up.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::app::{AppSpec, LoopKind, load_app};
+
+/// Work for the loop thread; it runs with the GIL held, between two asyncio callbacks.
+pub type Job = Box<dyn for<'py> FnOnce(Python<'py>) + Send>;
+
+/// Python objects created on the loop thread at start-up and used by every request.
+pub struct LoopObjects {
+    pub event_loop: Py<PyAny>,
+    pub create_future: Py<PyAny>,
+    pub create_task: Py<PyAny>,
+    /// The ASGI 3 callable (ASGI 2 apps are wrapped at import time).
+    pub app: Py<PyAny>,
+    /// Lifespan state; every request scope gets a shallow copy.
+    pub state: Py<PyDict>,
+}
+
+struct Shared {
+    queue: Mutex<Vec<Job>>,
+    wake_scheduled: AtomicBool,
+    waker: UnixStream,
+    runtime: tokio::runtime::Handle,
+    objects: OnceLock<LoopObjects>,
+}
+
+/// A cheap, cloneable handle to the loop thread.
+#[derive(Clone)]
+pub struct EventLoop {
+    shared: Arc<Shared>,
+}
+
+impl EventLoop {
+    /// Starts the loop thread, imports the app on it (so import-time code sees the running
+    /// loop's thread and event loop) and returns once the app is loaded or failed to load.
+    pub fn start(
+        spec: AppSpec,
+        loop_kind: LoopKind,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<(EventLoop, JoinHandle<()>), String> {
+        let (waker, wake_reader) =
+            UnixStream::pair().map_err(|err| format!("cannot create loop waker: {err}"))?;
+        for end in [&waker, &wake_reader] {
+            end.set_nonblocking(true)
+                .map_err(|err| format!("cannot create loop waker: {err}"))?;
+        }
+        let event_loop = EventLoop {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Vec::with_capacity(256)),
+                wake_scheduled: AtomicBool::new(false),
+                waker,
+                runtime,
+                objects: OnceLock::new(),
+            }),
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread_loop = event_loop.clone();
+        let thread = std::thread::Builder::new()
+            .name("asgi-loop".into())
+            .spawn(move || {
+                Python::attach(
+                    |py| match thread_loop.prepare(py, &spec, loop_kind, wake_reader) {
+                        Ok(run_forever) => {
+                            let _ = ready_tx.send(Ok(()));
+                            if let Err(err) = run_forever.call0() {
+                                tracing::error!(
+                                    "the asyncio loop stopped with an error:\n{}",
+                                    super::format_traceback(py, &err)
+                                );
+                            }
+                        }
+                        Err(message) => {
+                            let _ = ready_tx.send(Err(message));
+                        }
+                    },
+                )
+            })
+            .map_err(|err| format!("cannot start the loop thread: {err}"))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok((event_loop, thread)),
+            Ok(Err(message)) => Err(message),
+            Err(_) => Err("the loop thread died while starting".into()),
+        }
+    }
+
+    /// Runs on the loop thread: builds the asyncio loop, imports the app, registers the
+    /// waker; returns the loop's bound `run_forever`.
+    fn prepare<'py>(
+        &self,
+        py: Python<'py>,
+        spec: &AppSpec,
+        loop_kind: LoopKind,
+        wake_reader: UnixStream,
+    ) -> Result<Bound<'py, PyAny>, String> {
+        let event_loop = super::app::new_event_loop(py, loop_kind)?;
+        let app = load_app(py, spec)?;
+        let setup = || -> PyResult<Bound<'py, PyAny>> {
+            let fd = wake_reader.as_raw_fd();
+            let drainer = Bound::new(
+                py,
+                Drainer {
+                    event_loop: self.clone(),
+                    wake_reader,
+                    batch: Vec::with_capacity(256),
+                },
+            )?;
+            event_loop.call_method1("add_reader", (fd, drainer))?;
+            let objects = LoopObjects {
+                create_future: event_loop.getattr("create_future")?.unbind(),
+                create_task: event_loop.getattr("create_task")?.unbind(),
+                event_loop: event_loop.clone().unbind(),
+                app,
+                state: PyDict::new(py).unbind(),
+            };
+            if self.shared.objects.set(objects).is_err() {
+                unreachable!("the loop objects are set once, on the loop thread");
+            }
+            event_loop.getattr("run_forever")
+        };
+        setup().map_err(|err| super::format_traceback(py, &err))
+    }
+
+    /// Queues a job for the loop thread, waking it only if it was idle.
+    pub fn submit(&self, job: Job) {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(job);
+        if !self.shared.wake_scheduled.swap(true, Ordering::AcqRel) {
+            // A full socket buffer means a wake-up is already pending, so the error is moot.
+            let _ = (&self.shared.waker).write(&[1]);
+        }
+    }
+
+    /// Objects of the loop thread; only meaningful with the GIL held on that thread.
+    pub fn objects(&self) -> &LoopObjects {
+        self.shared
+            .objects
+            .get()
+            .expect("the loop objects are set before any job runs")
+    }
+
+    /// The Tokio runtime that owns the sockets, for waits started from Python.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.shared.runtime
+    }
+
+    /// Asks the asyncio loop to stop after the jobs queued so far.
+    pub fn stop(&self) {
+        let event_loop = self.clone();
+        self.submit(Box::new(move |py| {
+            if let Err(err) = event_loop.objects().event_loop.call_method0(py, "stop") {
+                tracing::error!("cannot stop the asyncio loop: {err}");
+            }
+        }));
+    }
+}
+
+/// The `add_reader` callback: empties the wake socket and runs every queued job.
+#[pyclass(unsendable)]
+struct Drainer {
+    event_loop: EventLoop,
+    wake_reader: UnixStream,
+    /// Swapped with the queue on each wake-up so neither side reallocates under load.
+    batch: Vec<Job>,
+}
+
+#[pymethods]
+impl Drainer {
+    fn __call__(&mut self, py: Python<'_>) {
+        let mut sink = [0u8; 64];
+        while matches!((&self.wake_reader).read(&mut sink), Ok(n) if n > 0) {}
+        let shared = &self.event_loop.shared;
+        // Cleared before taking the queue: a job pushed after this point wakes us again.
+        shared.wake_scheduled.store(false, Ordering::Release);
+        std::mem::swap(
+            &mut *shared
+                .queue
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            &mut self.batch,
+        );
+        for job in self.batch.drain(..) {
+            job(py);
+        }
+    }
+}
