@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README and CI run it: lint, Rust tests, then the black-box
+# pytest suite against the release binary. Needs only cargo and python3 on PATH.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=.venv
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+
+cargo fmt --check
+cargo clippy --release --all-targets --quiet -- -D warnings
+cargo build --release --bins --examples
+cargo nextest run --release --no-fail-fast
+
+"$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider "$@"
