@@ -121,3 +121,68 @@ impl Cli {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("rust-asgi-server").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    #[test]
+    fn app_is_taken_from_the_flag_or_the_positional_argument() {
+        assert_eq!(
+            parse(&["--app", "main:app"]).import_string(),
+            Some("main:app")
+        );
+        assert_eq!(parse(&["main:app"]).import_string(), Some("main:app"));
+        assert!(Cli::try_parse_from(["rust-asgi-server", "a:b", "--app", "c:d"]).is_err());
+    }
+
+    #[test]
+    fn bind_overrides_host_and_port_and_ipv6_hosts_are_bracketed() {
+        assert_eq!(parse(&["a:b"]).bind_address(), "127.0.0.1:8000");
+        assert_eq!(
+            parse(&["a:b", "--host", "0.0.0.0", "--port", "3000"]).bind_address(),
+            "0.0.0.0:3000"
+        );
+        assert_eq!(
+            parse(&["a:b", "--host", "::1", "--port", "3000"]).bind_address(),
+            "[::1]:3000"
+        );
+        assert_eq!(
+            parse(&["a:b", "--port", "1", "--bind", "127.0.0.1:0"]).bind_address(),
+            "127.0.0.1:0"
+        );
+    }
+
+    #[test]
+    fn python_log_level_names_map_to_tracing_filters() {
+        assert_eq!(
+            parse(&["a:b", "--log-level", "WARNING"]).log_filter(),
+            "warn"
+        );
+        assert_eq!(
+            parse(&["a:b", "--log-level", "critical"]).log_filter(),
+            "error"
+        );
+        assert_eq!(parse(&["a:b"]).log_filter(), "info");
+    }
+
+    #[test]
+    fn access_log_is_on_unless_switched_off_last() {
+        assert!(parse(&["a:b"]).server_options().access_log);
+        assert!(
+            !parse(&["a:b", "--no-access-log"])
+                .server_options()
+                .access_log
+        );
+        assert!(
+            parse(&["a:b", "--no-access-log", "--access-log"])
+                .server_options()
+                .access_log
+        );
+    }
+}

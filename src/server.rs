@@ -14,6 +14,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::access_log::{LoggedBody, RequestLine};
@@ -147,6 +149,10 @@ where
         self.handle.ready.send_replace(Some(addresses));
 
         let graceful = Arc::new(GracefulShutdown::new());
+        let connections = Connections {
+            tracker: TaskTracker::new(),
+            force_close: CancellationToken::new(),
+        };
         let mut accepting = tokio::task::JoinSet::new();
         for listener in listeners {
             accepting.spawn(accept_loop(
@@ -154,6 +160,7 @@ where
                 self.service.clone(),
                 self.options.clone(),
                 graceful.clone(),
+                connections.clone(),
             ));
         }
         shutdown_signal(self.handle.shutdown.subscribe()).await;
@@ -213,6 +220,7 @@ async fn accept_loop<S, B>(
     service: S,
     options: ServerOptions,
     graceful: Arc<GracefulShutdown>,
+    connections: Connections,
 ) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
@@ -270,12 +278,25 @@ async fn accept_loop<S, B>(
             .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service)
             .into_owned();
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!("connection from {peer} ended with an error: {err}");
+        let force_close = connections.force_close.clone();
+        connections.tracker.spawn(async move {
+            tokio::select! {
+                result = connection => {
+                    if let Err(err) = result {
+                        tracing::debug!("connection from {peer} ended with an error: {err}");
+                    }
+                }
+                () = force_close.cancelled() => {}
             }
         });
     }
+}
+
+/// The connections being served, so shutdown can wait for them or cut them off.
+#[derive(Clone)]
+struct Connections {
+    tracker: TaskTracker,
+    force_close: CancellationToken,
 }
 
 /// The response body with or without access logging, as one type for hyper.

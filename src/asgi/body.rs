@@ -46,9 +46,6 @@ impl RequestBody {
         if body.is_end_stream() {
             return Ok(RequestBody::Buffered(Bytes::new()));
         }
-        let body = body
-            .map_frame(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
-            .map_err(Into::into);
         let expects_continue = headers
             .get(http::header::EXPECT)
             .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
@@ -56,6 +53,10 @@ impl RequestBody {
             .size_hint()
             .exact()
             .is_some_and(|length| length <= PREREAD_LIMIT);
+        // Measured before `map_frame`, which forgets the length.
+        let body = body
+            .map_frame(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
+            .map_err(Into::into);
         if small && !expects_continue {
             return Ok(RequestBody::Buffered(body.collect().await?.to_bytes()));
         }
@@ -130,5 +131,80 @@ impl Body for ResponseBody {
             Kind::File { length, .. } => SizeHint::with_exact(*length),
             Kind::Channel(_) => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{Full, StreamBody};
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| {
+                (
+                    http::HeaderName::from_static(name),
+                    http::HeaderValue::from_static(value),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn small_bodies_are_read_before_the_app_starts() {
+        let body = Full::new(Bytes::from_static(b"hello"));
+        match RequestBody::prepare(&HeaderMap::new(), body).await.unwrap() {
+            RequestBody::Buffered(bytes) => assert_eq!(bytes, "hello"),
+            RequestBody::Streaming(_) => panic!("a 5-byte body should be buffered"),
+        }
+    }
+
+    #[tokio::test]
+    async fn expect_continue_bodies_wait_for_the_app() {
+        let body = Full::new(Bytes::from_static(b"hello"));
+        let headers = headers(&[("expect", "100-Continue")]);
+        assert!(matches!(
+            RequestBody::prepare(&headers, body).await.unwrap(),
+            RequestBody::Streaming(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn bodies_of_unknown_or_large_length_stream() {
+        let chunks =
+            futures_util::stream::iter([Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"a")))]);
+        assert!(matches!(
+            RequestBody::prepare(&HeaderMap::new(), StreamBody::new(chunks))
+                .await
+                .unwrap(),
+            RequestBody::Streaming(_)
+        ));
+        let large = Full::new(Bytes::from(vec![0u8; PREREAD_LIMIT as usize + 1]));
+        assert!(matches!(
+            RequestBody::prepare(&HeaderMap::new(), large)
+                .await
+                .unwrap(),
+            RequestBody::Streaming(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_full_response_body_reports_its_length_and_ends() {
+        let mut body = ResponseBody::full(Bytes::from_static(b"abc"), None);
+        assert_eq!(body.size_hint().exact(), Some(3));
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "abc");
+        assert!(body.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn dropping_a_response_body_signals_disconnect_to_the_app() {
+        let disconnect = CancellationToken::new();
+        let (_sender, receiver) = mpsc::channel(1);
+        let body = ResponseBody::channel(receiver, &disconnect);
+        assert!(!disconnect.is_cancelled());
+        drop(body);
+        assert!(disconnect.is_cancelled());
     }
 }

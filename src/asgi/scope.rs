@@ -156,3 +156,117 @@ fn address(py: Python<'_>, address: Option<SocketAddr>) -> PyResult<Bound<'_, Py
         None => Ok(py.None().into_bound(py)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(target: &'static str, headers: &[(&'static str, &'static str)]) -> RequestHead {
+        RequestHead {
+            method: Method::GET,
+            version: Version::HTTP_11,
+            path_and_query: http::uri::PathAndQuery::from_static(target),
+            headers: headers
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        http::HeaderName::from_static(name),
+                        http::HeaderValue::from_static(value),
+                    )
+                })
+                .collect(),
+            connection: ConnectionInfo {
+                client: Some("127.0.0.1:5000".parse().unwrap()),
+                server: Some("[::ffff:127.0.0.1]:8000".parse().unwrap()),
+                secure: false,
+            },
+        }
+    }
+
+    fn get<'py, T>(scope: &Bound<'py, PyDict>, key: &str) -> T
+    where
+        T: for<'a> FromPyObject<'a, 'py, Error = PyErr>,
+    {
+        scope.get_item(key).unwrap().unwrap().extract().unwrap()
+    }
+
+    #[test]
+    fn path_is_decoded_while_raw_path_and_query_keep_the_bytes_sent() {
+        Python::attach(|py| {
+            let state = PyDict::new(py);
+            let extensions = PyDict::new(py);
+            let head = head("/caf%C3%A9/a%20b?x=%20&y", &[]);
+            let scope = http_scope(py, &head, "", &state, &extensions).unwrap();
+            assert_eq!(get::<String>(&scope, "path"), "/café/a b");
+            assert_eq!(get::<Vec<u8>>(&scope, "raw_path"), b"/caf%C3%A9/a%20b");
+            assert_eq!(get::<Vec<u8>>(&scope, "query_string"), b"x=%20&y");
+            assert_eq!(get::<String>(&scope, "type"), "http");
+            assert_eq!(get::<String>(&scope, "http_version"), "1.1");
+        });
+    }
+
+    #[test]
+    fn root_path_prefixes_path_as_uvicorn_does() {
+        Python::attach(|py| {
+            let state = PyDict::new(py);
+            let extensions = PyDict::new(py);
+            let scope = http_scope(py, &head("/users", &[]), "/api", &state, &extensions).unwrap();
+            assert_eq!(get::<String>(&scope, "root_path"), "/api");
+            assert_eq!(get::<String>(&scope, "path"), "/api/users");
+            assert_eq!(get::<Vec<u8>>(&scope, "raw_path"), b"/users");
+        });
+    }
+
+    #[test]
+    fn repeated_headers_are_all_kept_in_order() {
+        Python::attach(|py| {
+            let state = PyDict::new(py);
+            let extensions = PyDict::new(py);
+            let head = head("/", &[("x-a", "1"), ("x-b", "2"), ("x-a", "3")]);
+            let scope = http_scope(py, &head, "", &state, &extensions).unwrap();
+            let headers: Vec<(Vec<u8>, Vec<u8>)> = get(&scope, "headers");
+            let values: Vec<(&[u8], &[u8])> = headers
+                .iter()
+                .map(|(name, value)| (name.as_slice(), value.as_slice()))
+                .collect();
+            assert_eq!(
+                values,
+                [(&b"x-a"[..], &b"1"[..]), (b"x-a", b"3"), (b"x-b", b"2")]
+            );
+        });
+    }
+
+    #[test]
+    fn addresses_are_host_port_pairs_with_ipv4_mapped_hosts_unwrapped() {
+        Python::attach(|py| {
+            let state = PyDict::new(py);
+            let extensions = PyDict::new(py);
+            let scope = http_scope(py, &head("/", &[]), "", &state, &extensions).unwrap();
+            assert_eq!(
+                get::<(String, u16)>(&scope, "client"),
+                ("127.0.0.1".into(), 5000)
+            );
+            assert_eq!(
+                get::<(String, u16)>(&scope, "server"),
+                ("127.0.0.1".into(), 8000)
+            );
+        });
+    }
+
+    #[test]
+    fn each_scope_gets_its_own_copy_of_the_lifespan_state() {
+        Python::attach(|py| {
+            let state = PyDict::new(py);
+            state.set_item("db", "pool").unwrap();
+            let extensions = PyDict::new(py);
+            let scope = http_scope(py, &head("/", &[]), "", &state, &extensions).unwrap();
+            let copied = scope.get_item("state").unwrap().unwrap();
+            copied.set_item("request_only", 1).unwrap();
+            assert!(!state.contains("request_only").unwrap());
+            assert_eq!(
+                copied.get_item("db").unwrap().extract::<String>().unwrap(),
+                "pool"
+            );
+        });
+    }
+}
