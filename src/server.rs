@@ -236,7 +236,6 @@ async fn accept_loop<S, B>(
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .pipeline_flush(true)
         .max_buf_size(options.max_header_bytes.max(8192))
         .header_read_timeout(options.header_read_timeout);
     builder.http2().timer(TokioTimer::new());

@@ -84,7 +84,9 @@ enum Kind {
 
 impl ResponseBody {
     pub fn full(bytes: Bytes, disconnect: Option<&CancellationToken>) -> Self {
-        Self::new(Kind::Full(Some(bytes)), disconnect)
+        // An empty body is already at its end: hyper never polls it, and it must not look cut off.
+        let bytes = (!bytes.is_empty()).then_some(bytes);
+        Self::new(Kind::Full(bytes), disconnect)
     }
 
     pub fn channel(receiver: mpsc::Receiver<StreamItem>, disconnect: &CancellationToken) -> Self {

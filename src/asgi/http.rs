@@ -11,7 +11,6 @@
 //!    future that a Tokio task resolves (through the job queue) when data or a disconnect
 //!    arrives.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -30,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::awaitable::ready;
 use super::body::{BoxError, IncomingBody, RequestBody, ResponseBody, StreamItem};
+use super::parking::{Closed, Inbox, IntoMessage, Outbox};
 use super::scope::{self, ConnectionInfo, RequestHead};
 use crate::python::{EventLoop, format_traceback};
 
@@ -170,19 +170,7 @@ fn start(py: Python<'_>, event_loop: EventLoop, exchange: Exchange) {
     } = exchange;
     let cycle = match Bound::new(
         py,
-        HttpCycle {
-            event_loop: event_loop.clone(),
-            body: Some(body),
-            read_in_flight: false,
-            receive_waiter: None,
-            early_message: None,
-            disconnect,
-            response: ResponseState::NotStarted {
-                sender: response_tx,
-            },
-            send_in_flight: false,
-            send_backlog: VecDeque::new(),
-        },
+        HttpCycle::new(event_loop.clone(), body, response_tx, disconnect),
     ) {
         Ok(cycle) => cycle,
         Err(err) => {
@@ -254,18 +242,10 @@ enum ResponseState {
 #[pyclass(unsendable)]
 pub struct HttpCycle {
     event_loop: EventLoop,
-    /// `None` while a Tokio task is reading from it, or once it is exhausted.
-    body: Option<RequestBody>,
-    read_in_flight: bool,
-    receive_waiter: Option<Py<PyAny>>,
-    /// A message whose `receive()` was cancelled before it arrived; the next call gets it,
-    /// so cancelling a wait never loses body bytes.
-    early_message: Option<Incoming>,
+    inbox: Inbox<RequestBody, Incoming>,
+    outbox: Outbox<StreamItem>,
     disconnect: CancellationToken,
     response: ResponseState,
-    send_in_flight: bool,
-    /// Chunks queued behind a parked `send`, in order, each with the future to resolve.
-    send_backlog: VecDeque<(StreamItem, Py<PyAny>)>,
 }
 
 /// What a `receive()` call produces.
@@ -274,36 +254,39 @@ enum Incoming {
     Disconnect,
 }
 
+/// An item for the response stream, to be queued once the cycle is no longer borrowed.
+type Push = Option<(mpsc::Sender<StreamItem>, StreamItem)>;
+
 #[pymethods]
 impl HttpCycle {
     fn receive(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let mut cycle = slf.borrow_mut();
-        if let Some(message) = cycle.early_message.take() {
-            return ready(py, Some(message.into_message(py)?));
+        let event_loop = cycle.event_loop.clone();
+        if let Some(answer) = cycle.inbox.pending(py, &event_loop) {
+            return answer;
         }
-        if cycle.read_in_flight {
-            return cycle.park_receive(py);
-        }
-        match cycle.body.take() {
+        let disconnect = cycle.disconnect.clone();
+        let source = cycle.inbox.source.take();
+        drop(cycle);
+        match source {
             Some(RequestBody::Buffered(chunk)) => {
                 let message = Incoming::Body { chunk, more: false };
                 ready(py, Some(message.into_message(py)?))
             }
-            Some(RequestBody::Streaming(body)) => {
-                let disconnect = cycle.disconnect.clone();
-                cycle.start_read(slf, read_chunk(body, disconnect))
-            }
-            None if cycle.disconnect.is_cancelled() => {
+            Some(RequestBody::Streaming(body)) => Inbox::start_read(
+                slf,
+                &event_loop,
+                HttpCycle::inbox,
+                read_chunk(body, disconnect),
+            ),
+            None if disconnect.is_cancelled() => {
                 ready(py, Some(Incoming::Disconnect.into_message(py)?))
             }
-            None => {
-                let disconnect = cycle.disconnect.clone();
-                cycle.start_read(slf, async move {
-                    disconnect.cancelled().await;
-                    (None, Incoming::Disconnect)
-                })
-            }
+            None => Inbox::start_read(slf, &event_loop, HttpCycle::inbox, async move {
+                disconnect.cancelled().await;
+                (None, Incoming::Disconnect)
+            }),
         }
     }
 
@@ -313,17 +296,33 @@ impl HttpCycle {
             .get_item(intern!(py, "type"))?
             .ok_or_else(|| PyValueError::new_err("ASGI message has no 'type' key"))?;
         let message_type = message_type.cast::<PyString>()?.to_str()?;
-        let mut cycle = slf.borrow_mut();
-        match message_type {
-            "http.response.start" => cycle.response_start(py, message),
-            "http.response.body" => cycle.response_body(slf, message),
-            "http.response.trailers" => cycle.response_trailers(slf, message),
-            "http.response.pathsend" => cycle.response_pathsend(py, message),
-            other => Err(PyRuntimeError::new_err(format!(
-                "Unexpected ASGI message '{other}' sent by an HTTP app; expected \
-                 'http.response.start', 'http.response.body', 'http.response.trailers' or \
-                 'http.response.pathsend'."
-            ))),
+        let (push, event_loop) = {
+            let mut cycle = slf.borrow_mut();
+            let push = match message_type {
+                "http.response.start" => cycle.response_start(py, message)?,
+                "http.response.body" => cycle.response_body(py, message)?,
+                "http.response.trailers" => cycle.response_trailers(py, message)?,
+                "http.response.pathsend" => cycle.response_pathsend(py, message)?,
+                other => {
+                    return Err(PyRuntimeError::new_err(format!(
+                        "Unexpected ASGI message '{other}' sent by an HTTP app; expected \
+                         'http.response.start', 'http.response.body', \
+                         'http.response.trailers' or 'http.response.pathsend'."
+                    )));
+                }
+            };
+            (push, cycle.event_loop.clone())
+        };
+        match push {
+            None => ready(py, None),
+            Some((sender, item)) => {
+                match Outbox::push(slf, &event_loop, HttpCycle::outbox, &sender, item)? {
+                    Ok(awaitable) => Ok(awaitable),
+                    // The client went away; like uvicorn, further body is dropped silently
+                    // and the app learns of it from `receive()`.
+                    Err(Closed) => ready(py, None),
+                }
+            }
         }
     }
 
@@ -342,6 +341,31 @@ impl HttpCycle {
 }
 
 impl HttpCycle {
+    fn inbox(&mut self) -> &mut Inbox<RequestBody, Incoming> {
+        &mut self.inbox
+    }
+
+    fn outbox(&mut self) -> &mut Outbox<StreamItem> {
+        &mut self.outbox
+    }
+
+    fn new(
+        event_loop: EventLoop,
+        body: RequestBody,
+        exchange_tx: oneshot::Sender<Response<ResponseBody>>,
+        disconnect: CancellationToken,
+    ) -> Self {
+        HttpCycle {
+            event_loop,
+            inbox: Inbox::new(body),
+            outbox: Outbox::new(),
+            disconnect,
+            response: ResponseState::NotStarted {
+                sender: exchange_tx,
+            },
+        }
+    }
+
     /// The app returned or raised: log what went wrong and make sure the client is not left
     /// waiting for a response that will never come.
     fn app_finished(&mut self, py: Python<'_>, error: Option<PyErr>) {
@@ -372,55 +396,35 @@ impl HttpCycle {
                 if error.is_none() {
                     tracing::error!("ASGI app returned without completing the response");
                 }
-                if let Err(mpsc::error::TrySendError::Full(item)) = sender.try_send(Err(aborted()))
-                {
-                    self.event_loop.runtime().spawn(async move {
-                        let _ = sender.send(item).await;
-                    });
-                }
+                self.event_loop.runtime().spawn(async move {
+                    let _ = sender.send(Err(aborted())).await;
+                });
             }
         }
     }
 
-    fn response_start(
-        &mut self,
-        py: Python<'_>,
-        message: &Bound<'_, PyDict>,
-    ) -> PyResult<Py<PyAny>> {
-        let sender = match std::mem::replace(&mut self.response, ResponseState::Complete) {
-            ResponseState::NotStarted { sender } => sender,
-            previous => {
-                self.response = previous;
-                return Err(PyRuntimeError::new_err(
-                    "Unexpected ASGI message 'http.response.start' sent: the response has already started.",
-                ));
-            }
+    fn response_start(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<Push> {
+        let ResponseState::NotStarted { .. } = self.response else {
+            return Err(PyRuntimeError::new_err(
+                "Unexpected ASGI message 'http.response.start' sent: the response has already started.",
+            ));
         };
-        let restore = |cycle: &mut Self, sender, err| {
-            cycle.response = ResponseState::NotStarted { sender };
-            Err(err)
-        };
-        let status = match message.get_item(intern!(py, "status"))? {
-            Some(status) => status.extract::<u16>(),
-            None => Err(PyValueError::new_err(
-                "'http.response.start' has no 'status'",
-            )),
-        };
-        let status = match status.and_then(|code| {
-            StatusCode::from_u16(code)
-                .map_err(|_| PyValueError::new_err(format!("invalid HTTP status code {code}")))
-        }) {
-            Ok(status) => status,
-            Err(err) => return restore(self, sender, err),
-        };
+        let status = message
+            .get_item(intern!(py, "status"))?
+            .ok_or_else(|| PyValueError::new_err("'http.response.start' has no 'status'"))?
+            .extract::<u16>()?;
+        let status = StatusCode::from_u16(status)
+            .map_err(|_| PyValueError::new_err(format!("invalid HTTP status code {status}")))?;
         let headers = match message.get_item(intern!(py, "headers"))? {
-            Some(headers) => match header_map(&headers) {
-                Ok(headers) => headers,
-                Err(err) => return restore(self, sender, err),
-            },
+            Some(headers) => header_map(&headers)?,
             None => HeaderMap::new(),
         };
         let trailers = flag(message, intern!(py, "trailers"))?;
+        let ResponseState::NotStarted { sender } =
+            std::mem::replace(&mut self.response, ResponseState::Complete)
+        else {
+            unreachable!("checked above");
+        };
         let (mut head, ()) = Response::new(()).into_parts();
         head.status = status;
         head.headers = headers;
@@ -429,15 +433,10 @@ impl HttpCycle {
             head,
             trailers,
         };
-        ready(py, None)
+        Ok(None)
     }
 
-    fn response_body(
-        &mut self,
-        slf: &Bound<'_, Self>,
-        message: &Bound<'_, PyDict>,
-    ) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
+    fn response_body(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<Push> {
         let chunk = match message.get_item(intern!(py, "body"))? {
             Some(body) => Bytes::copy_from_slice(
                 body.cast::<PyBytes>()
@@ -455,7 +454,7 @@ impl HttpCycle {
             } if !more => {
                 let body = ResponseBody::full(chunk, Some(&self.disconnect));
                 let _ = sender.send(Response::from_parts(head, body));
-                ready(py, None)
+                Ok(None)
             }
             ResponseState::Started {
                 sender,
@@ -465,41 +464,37 @@ impl HttpCycle {
                 let (stream, receiver) = mpsc::channel(STREAM_CHANNEL_CAPACITY);
                 let body = ResponseBody::channel(receiver, &self.disconnect);
                 let _ = sender.send(Response::from_parts(head, body));
-                self.stream_chunk(slf, stream, chunk, more, trailers)
+                Ok(self.stream_chunk(stream, chunk, more, trailers))
             }
             ResponseState::Streaming {
                 sender,
                 trailers_expected,
                 body_done: false,
                 ..
-            } => self.stream_chunk(slf, sender, chunk, more, trailers_expected),
-            streaming @ ResponseState::Streaming { .. } => {
-                self.response = streaming;
-                Err(PyRuntimeError::new_err(
-                    "Unexpected ASGI message 'http.response.body' sent after the last body message.",
-                ))
+            } => Ok(self.stream_chunk(sender, chunk, more, trailers_expected)),
+            previous => {
+                let problem = match previous {
+                    ResponseState::NotStarted { .. } => "before 'http.response.start'",
+                    _ => "after the last body message",
+                };
+                self.response = previous;
+                Err(PyRuntimeError::new_err(format!(
+                    "Unexpected ASGI message 'http.response.body' sent {problem}."
+                )))
             }
-            ResponseState::NotStarted { sender } => {
-                self.response = ResponseState::NotStarted { sender };
-                Err(PyRuntimeError::new_err(
-                    "Unexpected ASGI message 'http.response.body' sent before 'http.response.start'.",
-                ))
-            }
-            ResponseState::Complete => Err(PyRuntimeError::new_err(
-                "Unexpected ASGI message 'http.response.body' sent after the response completed.",
-            )),
         }
     }
 
-    /// Queues one body chunk on an open stream and records what comes next.
+    /// Records what comes after this chunk; the chunk itself is queued by the caller. When
+    /// the response ends here, the stream's sender goes with the chunk and is dropped after
+    /// it, which ends the body cleanly.
     fn stream_chunk(
         &mut self,
-        slf: &Bound<'_, Self>,
         sender: mpsc::Sender<StreamItem>,
         chunk: Bytes,
         more: bool,
         trailers_expected: bool,
-    ) -> PyResult<Py<PyAny>> {
+    ) -> Push {
         if more || trailers_expected {
             self.response = ResponseState::Streaming {
                 sender: sender.clone(),
@@ -508,130 +503,49 @@ impl HttpCycle {
                 trailers: HeaderMap::new(),
             };
         }
-        // When the stream ends here, `sender` is dropped after this chunk: hyper then ends
-        // the body cleanly.
-        if chunk.is_empty() {
-            return ready(slf.py(), None);
-        }
-        self.push(slf, sender, chunk)
+        (!chunk.is_empty()).then(|| (sender, Ok(Frame::data(chunk))))
     }
 
-    fn push(
-        &mut self,
-        slf: &Bound<'_, Self>,
-        sender: mpsc::Sender<StreamItem>,
-        chunk: Bytes,
-    ) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let item = Ok(Frame::data(chunk));
-        if self.send_in_flight {
-            let waiter = self.event_loop.objects().create_future.call0(py)?;
-            self.send_backlog.push_back((item, waiter.clone_ref(py)));
-            return Ok(waiter);
-        }
-        match sender.try_send(item) {
-            Ok(()) => ready(py, None),
-            // The client went away; like uvicorn, further body is dropped silently and the
-            // app learns of it from `receive()`.
-            Err(mpsc::error::TrySendError::Closed(_)) => ready(py, None),
-            Err(mpsc::error::TrySendError::Full(item)) => {
-                let waiter = self.event_loop.objects().create_future.call0(py)?;
-                self.spawn_send(slf, sender, item, waiter.clone_ref(py));
-                Ok(waiter)
-            }
-        }
-    }
-
-    /// Waits for room in the stream on Tokio, then resolves `waiter` on the loop thread.
-    fn spawn_send(
-        &mut self,
-        slf: &Bound<'_, Self>,
-        sender: mpsc::Sender<StreamItem>,
-        item: StreamItem,
-        waiter: Py<PyAny>,
-    ) {
-        self.send_in_flight = true;
-        let cycle: Py<HttpCycle> = slf.clone().unbind();
-        let event_loop = self.event_loop.clone();
-        self.event_loop.runtime().spawn(async move {
-            let _ = sender.send(item).await;
-            event_loop.submit(Box::new(move |py| {
-                let cycle = cycle.bind(py);
-                resolve(py, waiter.bind(py), None);
-                let next = {
-                    let mut cycle = cycle.borrow_mut();
-                    cycle.send_in_flight = false;
-                    cycle.send_backlog.pop_front()
-                };
-                if let Some((item, waiter)) = next {
-                    let sender = match &cycle.borrow().response {
-                        ResponseState::Streaming { sender, .. } => Some(sender.clone()),
-                        _ => None,
-                    };
-                    match sender {
-                        Some(sender) => cycle.borrow_mut().spawn_send(cycle, sender, item, waiter),
-                        None => resolve(py, waiter.bind(py), None),
-                    }
-                }
-            }));
-        });
-    }
-
-    fn response_trailers(
-        &mut self,
-        slf: &Bound<'_, Self>,
-        message: &Bound<'_, PyDict>,
-    ) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
+    fn response_trailers(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<Push> {
         let ResponseState::Streaming {
-            sender,
             trailers_expected: true,
             body_done: true,
-            mut trailers,
-        } = std::mem::replace(&mut self.response, ResponseState::Complete)
+            ..
+        } = self.response
         else {
             return Err(PyRuntimeError::new_err(
                 "Unexpected ASGI message 'http.response.trailers': it must follow the last \
                  body message of a response started with 'trailers': True.",
             ));
         };
-        if let Some(headers) = message.get_item(intern!(py, "headers"))? {
-            trailers.extend(header_map(&headers)?);
-        }
-        if flag(message, intern!(py, "more_trailers"))? {
+        let headers = match message.get_item(intern!(py, "headers"))? {
+            Some(headers) => header_map(&headers)?,
+            None => HeaderMap::new(),
+        };
+        let more = flag(message, intern!(py, "more_trailers"))?;
+        let ResponseState::Streaming {
+            sender,
+            mut trailers,
+            ..
+        } = std::mem::replace(&mut self.response, ResponseState::Complete)
+        else {
+            unreachable!("checked above");
+        };
+        trailers.extend(headers);
+        if more {
             self.response = ResponseState::Streaming {
                 sender,
                 trailers_expected: true,
                 body_done: true,
                 trailers,
             };
-            return ready(py, None);
+            return Ok(None);
         }
-        let item = Ok(Frame::trailers(trailers));
-        if self.send_in_flight {
-            let waiter = self.event_loop.objects().create_future.call0(py)?;
-            self.send_backlog.push_back((item, waiter.clone_ref(py)));
-            return Ok(waiter);
-        }
-        match sender.try_send(item) {
-            Err(mpsc::error::TrySendError::Full(item)) => {
-                let waiter = self.event_loop.objects().create_future.call0(py)?;
-                self.spawn_send(slf, sender, item, waiter.clone_ref(py));
-                Ok(waiter)
-            }
-            _ => ready(py, None),
-        }
+        Ok(Some((sender, Ok(Frame::trailers(trailers)))))
     }
 
-    fn response_pathsend(
-        &mut self,
-        py: Python<'_>,
-        message: &Bound<'_, PyDict>,
-    ) -> PyResult<Py<PyAny>> {
-        let ResponseState::Started {
-            sender, mut head, ..
-        } = std::mem::replace(&mut self.response, ResponseState::Complete)
-        else {
+    fn response_pathsend(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<Push> {
+        let ResponseState::Started { .. } = self.response else {
             return Err(PyRuntimeError::new_err(
                 "Unexpected ASGI message 'http.response.pathsend': it must directly follow \
                  'http.response.start'.",
@@ -646,58 +560,22 @@ impl HttpCycle {
                 "'http.response.pathsend' path must be absolute",
             ));
         }
+        // Opening happens on the loop thread (one syscall); reading happens on Tokio.
         let file = std::fs::File::open(&path)?;
         let length = file.metadata()?.len();
+        let ResponseState::Started {
+            sender, mut head, ..
+        } = std::mem::replace(&mut self.response, ResponseState::Complete)
+        else {
+            unreachable!("checked above");
+        };
         head.headers
             .entry(http::header::CONTENT_LENGTH)
             .or_insert_with(|| HeaderValue::from(length));
-        // Opening happens on the loop thread (one syscall); reading happens on Tokio.
-        let _guard = self.event_loop.runtime().enter();
+        let _runtime = self.event_loop.runtime().enter();
         let body = ResponseBody::file(tokio::fs::File::from_std(file), length, &self.disconnect);
         let _ = sender.send(Response::from_parts(head, body));
-        ready(py, None)
-    }
-
-    fn park_receive(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let waiter = self.event_loop.objects().create_future.call0(py)?;
-        self.receive_waiter = Some(waiter.clone_ref(py));
-        Ok(waiter)
-    }
-
-    /// Parks `receive()` on an asyncio future and runs `read` on Tokio; its result comes
-    /// back through the job queue.
-    fn start_read<F>(&mut self, slf: &Bound<'_, Self>, read: F) -> PyResult<Py<PyAny>>
-    where
-        F: Future<Output = (Option<RequestBody>, Incoming)> + Send + 'static,
-    {
-        let waiter = self.park_receive(slf.py())?;
-        self.read_in_flight = true;
-        let cycle: Py<HttpCycle> = slf.clone().unbind();
-        let event_loop = self.event_loop.clone();
-        self.event_loop.runtime().spawn(async move {
-            let (body, message) = read.await;
-            event_loop.submit(Box::new(move |py| {
-                let mut cycle = cycle.bind(py).borrow_mut();
-                cycle.read_in_flight = false;
-                cycle.body = body;
-                let waiter = cycle
-                    .receive_waiter
-                    .take()
-                    .filter(|waiter| !is_done(waiter.bind(py)));
-                match waiter {
-                    Some(waiter) => match message.into_message(py) {
-                        Ok(message) => resolve(py, waiter.bind(py), Some(message)),
-                        Err(err) => {
-                            let _ = waiter
-                                .bind(py)
-                                .call_method1(intern!(py, "set_exception"), (err.value(py),));
-                        }
-                    },
-                    None => cycle.early_message = Some(message),
-                }
-            }));
-        });
-        Ok(waiter)
+        Ok(None)
     }
 }
 
@@ -734,7 +612,7 @@ async fn read_chunk(
     }
 }
 
-impl Incoming {
+impl IntoMessage for Incoming {
     fn into_message(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let message = PyDict::new(py);
         match self {
@@ -748,25 +626,6 @@ impl Incoming {
             }
         }
         Ok(message.into_any().unbind())
-    }
-}
-
-fn is_done(future: &Bound<'_, PyAny>) -> bool {
-    future
-        .call_method0(intern!(future.py(), "done"))
-        .and_then(|done| done.is_truthy())
-        .unwrap_or(true)
-}
-
-/// Completes a parked awaitable unless the app cancelled it meanwhile: a cancelled future
-/// must never get `set_result` (asyncio would raise `InvalidStateError`).
-fn resolve(py: Python<'_>, future: &Bound<'_, PyAny>, value: Option<Py<PyAny>>) {
-    if is_done(future) {
-        return;
-    }
-    let value = value.unwrap_or_else(|| py.None());
-    if let Err(err) = future.call_method1(intern!(py, "set_result"), (value,)) {
-        tracing::error!("cannot resume the ASGI app: {err}");
     }
 }
 

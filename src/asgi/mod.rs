@@ -4,6 +4,7 @@ pub mod awaitable;
 pub mod body;
 pub mod http;
 pub mod lifespan;
+pub mod parking;
 pub mod scope;
 
 pub use self::http::AsgiService;

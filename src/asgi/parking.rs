@@ -1,0 +1,237 @@
+//! Waiting without blocking: how `receive` and `send` park on asyncio futures that Tokio
+//! resolves, for both the HTTP and the websocket bridge.
+//!
+//! [`Inbox`] reads one message at a time from a Tokio-side source. [`Outbox`] pushes items
+//! into a bounded Tokio channel. Both answer at once when they can and otherwise return a
+//! loop future; the Tokio task that finishes the wait queues a job that resolves it. A
+//! future the app cancelled meanwhile is never resolved, and what it would have received is
+//! kept for the next call, so cancelling never loses data or raises `InvalidStateError`.
+
+use std::collections::VecDeque;
+use std::future::Future;
+
+use pyo3::PyClass;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::pyclass::boolean_struct::False;
+use tokio::sync::mpsc;
+
+use super::awaitable::ready;
+use crate::python::EventLoop;
+
+/// A message the app can receive, turned into its ASGI dict on the loop thread.
+pub trait IntoMessage: Send + 'static {
+    fn into_message(self, py: Python<'_>) -> PyResult<Py<PyAny>>;
+}
+
+/// The receive side of a cycle: a source read on Tokio, one message per read.
+pub struct Inbox<S, M> {
+    /// `None` while a read owns it, or once it has ended.
+    pub source: Option<S>,
+    in_flight: bool,
+    waiter: Option<Py<PyAny>>,
+    /// What arrived for a `receive()` the app had cancelled.
+    early: Option<M>,
+}
+
+impl<S: Send + 'static, M: IntoMessage> Inbox<S, M> {
+    pub fn new(source: S) -> Self {
+        Inbox {
+            source: Some(source),
+            in_flight: false,
+            waiter: None,
+            early: None,
+        }
+    }
+
+    /// Answers from what is already here: a message kept from a cancelled wait, or a park
+    /// behind the read in flight. `None` means the caller must decide what to read next.
+    pub fn pending(
+        &mut self,
+        py: Python<'_>,
+        event_loop: &EventLoop,
+    ) -> Option<PyResult<Py<PyAny>>> {
+        if let Some(message) = self.early.take() {
+            return Some(
+                message
+                    .into_message(py)
+                    .and_then(|message| ready(py, Some(message))),
+            );
+        }
+        if self.in_flight {
+            return Some(self.park(py, event_loop));
+        }
+        None
+    }
+
+    fn park(&mut self, py: Python<'_>, event_loop: &EventLoop) -> PyResult<Py<PyAny>> {
+        let waiter = event_loop.objects().create_future.call0(py)?;
+        self.waiter = Some(waiter.clone_ref(py));
+        Ok(waiter)
+    }
+
+    /// Parks `receive()` and runs `read` on Tokio. `read` gets the source back to the
+    /// inbox (or `None` when it has ended) together with the message.
+    pub fn start_read<C, F>(
+        slf: &Bound<'_, C>,
+        event_loop: &EventLoop,
+        inbox: fn(&mut C) -> &mut Self,
+        read: F,
+    ) -> PyResult<Py<PyAny>>
+    where
+        C: PyClass<Frozen = False>,
+        F: Future<Output = (Option<S>, M)> + Send + 'static,
+    {
+        let py = slf.py();
+        let waiter = {
+            let mut cycle = slf.borrow_mut();
+            let this = inbox(&mut cycle);
+            this.in_flight = true;
+            this.park(py, event_loop)?
+        };
+        let cycle: Py<C> = slf.clone().unbind();
+        let completion_loop = event_loop.clone();
+        event_loop.runtime().spawn(async move {
+            let (source, message) = read.await;
+            completion_loop.submit(Box::new(move |py| {
+                let mut cycle = cycle.bind(py).borrow_mut();
+                let this = inbox(&mut cycle);
+                this.in_flight = false;
+                this.source = source;
+                match this
+                    .waiter
+                    .take()
+                    .filter(|waiter| !is_done(waiter.bind(py)))
+                {
+                    Some(waiter) => match message.into_message(py) {
+                        Ok(message) => resolve(py, waiter.bind(py), Some(message)),
+                        Err(err) => {
+                            let _ = waiter
+                                .bind(py)
+                                .call_method1(intern!(py, "set_exception"), (err.value(py),));
+                        }
+                    },
+                    None => this.early = Some(message),
+                }
+            }));
+        });
+        Ok(waiter)
+    }
+}
+
+/// The send side of a cycle: items go into a bounded Tokio channel, in order.
+pub struct Outbox<T> {
+    in_flight: bool,
+    /// Items queued behind a parked send, each with its sender and the future to resolve.
+    backlog: VecDeque<(mpsc::Sender<T>, T, Py<PyAny>)>,
+}
+
+/// The receiving end of the channel is gone (client disconnected).
+pub struct Closed;
+
+impl<T: Send + 'static> Outbox<T> {
+    pub fn new() -> Self {
+        Outbox {
+            in_flight: false,
+            backlog: VecDeque::new(),
+        }
+    }
+
+    /// Queues `item`; returns `Ready(None)` when the channel took it, or a future that
+    /// completes once Tokio has room for it.
+    pub fn push<C>(
+        slf: &Bound<'_, C>,
+        event_loop: &EventLoop,
+        outbox: fn(&mut C) -> &mut Self,
+        sender: &mpsc::Sender<T>,
+        item: T,
+    ) -> PyResult<Result<Py<PyAny>, Closed>>
+    where
+        C: PyClass<Frozen = False>,
+    {
+        let py = slf.py();
+        let mut cycle = slf.borrow_mut();
+        let this = outbox(&mut cycle);
+        if this.in_flight {
+            let waiter = event_loop.objects().create_future.call0(py)?;
+            this.backlog
+                .push_back((sender.clone(), item, waiter.clone_ref(py)));
+            return Ok(Ok(waiter));
+        }
+        match sender.try_send(item) {
+            Ok(()) => Ok(Ok(ready(py, None)?)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(Err(Closed)),
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                let waiter = event_loop.objects().create_future.call0(py)?;
+                this.in_flight = true;
+                drop(cycle);
+                spawn_send(
+                    slf.clone().unbind(),
+                    event_loop,
+                    outbox,
+                    sender.clone(),
+                    item,
+                    waiter.clone_ref(py),
+                );
+                Ok(Ok(waiter))
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Default for Outbox<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Waits for room on Tokio, then resolves `waiter` and starts the next queued item.
+fn spawn_send<C, T>(
+    cycle: Py<C>,
+    event_loop: &EventLoop,
+    outbox: fn(&mut C) -> &mut Outbox<T>,
+    sender: mpsc::Sender<T>,
+    item: T,
+    waiter: Py<PyAny>,
+) where
+    C: PyClass<Frozen = False>,
+    T: Send + 'static,
+{
+    let completion_loop = event_loop.clone();
+    event_loop.runtime().spawn(async move {
+        // A closed channel means the client left; the app learns it from `receive()`.
+        let _ = sender.send(item).await;
+        completion_loop.clone().submit(Box::new(move |py| {
+            resolve(py, waiter.bind(py), None);
+            let next = {
+                let mut bound = cycle.bind(py).borrow_mut();
+                let this = outbox(&mut bound);
+                let next = this.backlog.pop_front();
+                this.in_flight = next.is_some();
+                next
+            };
+            if let Some((sender, item, waiter)) = next {
+                spawn_send(cycle, &completion_loop, outbox, sender, item, waiter);
+            }
+        }));
+    });
+}
+
+pub fn is_done(future: &Bound<'_, PyAny>) -> bool {
+    future
+        .call_method0(intern!(future.py(), "done"))
+        .and_then(|done| done.is_truthy())
+        .unwrap_or(true)
+}
+
+/// Completes a parked awaitable unless the app cancelled it meanwhile: a cancelled future
+/// must never get `set_result` (asyncio would raise `InvalidStateError`).
+pub fn resolve(py: Python<'_>, future: &Bound<'_, PyAny>, value: Option<Py<PyAny>>) {
+    if is_done(future) {
+        return;
+    }
+    let value = value.unwrap_or_else(|| py.None());
+    if let Err(err) = future.call_method1(intern!(py, "set_result"), (value,)) {
+        tracing::error!("cannot resume the ASGI app: {err}");
+    }
+}
