@@ -15,6 +15,7 @@ pub struct PythonApp {
     thread: Option<JoinHandle<()>>,
     root_path: String,
     lifespan: LifespanMode,
+    ws_max_size: usize,
 }
 
 /// Options for [`PythonApp`]; every one has uvicorn's default.
@@ -23,7 +24,11 @@ pub struct PythonAppBuilder {
     loop_kind: LoopKind,
     root_path: String,
     lifespan: LifespanMode,
+    ws_max_size: usize,
 }
+
+/// uvicorn's default `--ws-max-size`: 16 MiB.
+pub const DEFAULT_WS_MAX_SIZE: usize = 16 * 1024 * 1024;
 
 impl PythonApp {
     /// Imports `module:attribute` with default options. Must be called inside a Tokio
@@ -38,12 +43,17 @@ impl PythonApp {
             loop_kind: LoopKind::Auto,
             root_path: String::new(),
             lifespan: LifespanMode::Auto,
+            ws_max_size: DEFAULT_WS_MAX_SIZE,
         }
     }
 
     /// A Tower service forwarding requests to the app; clone it freely.
     pub fn service(&self) -> AsgiService {
-        AsgiService::new(self.event_loop.clone(), self.root_path.clone())
+        AsgiService::new(
+            self.event_loop.clone(),
+            self.root_path.clone(),
+            self.ws_max_size,
+        )
     }
 
     /// Runs lifespan startup; no request should reach the app before it returns.
@@ -96,6 +106,12 @@ impl PythonAppBuilder {
         self
     }
 
+    /// Largest websocket message accepted from a client, in bytes.
+    pub fn ws_max_size(mut self, bytes: usize) -> Self {
+        self.ws_max_size = bytes;
+        self
+    }
+
     /// Starts the interpreter (once per process), the loop thread, and imports the app.
     pub fn start(self) -> Result<PythonApp, Error> {
         static INTERPRETER: OnceLock<Result<(), String>> = OnceLock::new();
@@ -112,6 +128,7 @@ impl PythonAppBuilder {
             thread: Some(thread),
             root_path: self.root_path,
             lifespan: self.lifespan,
+            ws_max_size: self.ws_max_size,
         })
     }
 }

@@ -68,6 +68,10 @@ pub struct Cli {
     #[arg(long, overrides_with = "access_log")]
     pub no_access_log: bool,
 
+    /// Largest websocket message accepted from a client, in bytes.
+    #[arg(long, default_value_t = crate::app::DEFAULT_WS_MAX_SIZE)]
+    pub ws_max_size: usize,
+
     /// Close keep-alive connections idle for this many seconds.
     #[arg(long, default_value_t = 5)]
     pub timeout_keep_alive: u64,
@@ -101,6 +105,7 @@ impl Cli {
             .event_loop(self.loop_kind)
             .lifespan(self.lifespan)
             .root_path(&self.root_path)
+            .ws_max_size(self.ws_max_size)
     }
 
     pub fn server_options(&self) -> ServerOptions {

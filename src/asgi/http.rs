@@ -31,7 +31,9 @@ use super::awaitable::ready;
 use super::body::{BoxError, IncomingBody, RequestBody, ResponseBody, StreamItem};
 use super::parking::{Closed, Inbox, IntoMessage, Outbox};
 use super::scope::{self, ConnectionInfo, RequestHead};
+use super::websocket;
 use crate::python::{EventLoop, format_traceback};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Chunks of a streamed response that may wait for the socket before `send` parks.
 const STREAM_CHANNEL_CAPACITY: usize = 8;
@@ -45,14 +47,17 @@ pub struct AsgiService {
 struct ServiceConfig {
     event_loop: EventLoop,
     root_path: String,
+    /// Largest websocket message or frame accepted from a client.
+    ws_max_size: usize,
 }
 
 impl AsgiService {
-    pub(crate) fn new(event_loop: EventLoop, root_path: String) -> Self {
+    pub(crate) fn new(event_loop: EventLoop, root_path: String, ws_max_size: usize) -> Self {
         AsgiService {
             shared: Arc::new(ServiceConfig {
                 event_loop,
                 root_path,
+                ws_max_size,
             }),
         }
     }
@@ -86,6 +91,18 @@ impl ServiceConfig {
         B::Error: Into<BoxError>,
     {
         let (parts, body) = request.into_parts();
+        if websocket::is_upgrade_request(&parts) {
+            let config = WebSocketConfig::default()
+                .max_message_size(Some(self.ws_max_size))
+                .max_frame_size(Some(self.ws_max_size));
+            return websocket::handle(
+                self.event_loop.clone(),
+                self.root_path.clone(),
+                config,
+                parts,
+            )
+            .await;
+        }
         let body = match RequestBody::prepare(&parts.headers, body).await {
             Ok(body) => body,
             Err(_) => return plain_response(StatusCode::BAD_REQUEST, "Bad Request"),
@@ -118,7 +135,7 @@ impl ServiceConfig {
 
 /// The request head as the client sent it: behind `Router::nest` axum has stripped the
 /// prefix from the URI, but Python must see the original path, as under uvicorn.
-fn request_head(mut parts: http::request::Parts) -> RequestHead {
+pub(crate) fn request_head(mut parts: http::request::Parts) -> RequestHead {
     let uri = parts
         .extensions
         .remove::<axum::extract::OriginalUri>()
@@ -629,7 +646,7 @@ impl IntoMessage for Incoming {
     }
 }
 
-fn flag(message: &Bound<'_, PyDict>, key: &Bound<'_, PyString>) -> PyResult<bool> {
+pub(crate) fn flag(message: &Bound<'_, PyDict>, key: &Bound<'_, PyString>) -> PyResult<bool> {
     match message.get_item(key)? {
         Some(value) => value.is_truthy(),
         None => Ok(false),
@@ -638,7 +655,7 @@ fn flag(message: &Bound<'_, PyDict>, key: &Bound<'_, PyString>) -> PyResult<bool
 
 /// ASGI headers (an iterable of `[name, value]` byte pairs) as a `HeaderMap`, rejecting
 /// what HTTP cannot carry (CR/LF in values, invalid names) before it reaches the wire.
-fn header_map(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
+pub(crate) fn header_map(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
     let mut map = HeaderMap::new();
     for pair in headers.try_iter()? {
         let pair = pair?;
@@ -667,7 +684,7 @@ fn header_map(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
     Ok(map)
 }
 
-fn plain_response(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
+pub(crate) fn plain_response(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::full(
         Bytes::from_static(text.as_bytes()),
         None,

@@ -6,6 +6,7 @@ pub mod http;
 pub mod lifespan;
 pub mod parking;
 pub mod scope;
+pub mod websocket;
 
 pub use self::http::AsgiService;
 pub use body::ResponseBody;
