@@ -307,6 +307,20 @@ async def env(scope, receive, send):
     await _json(send, {"name": name, "value": os.environ.get(name)})
 
 
+async def event_loop(scope, receive, send):
+    import asyncio
+    import threading
+
+    running = asyncio.get_running_loop()
+    await _json(
+        send,
+        {
+            "loop": f"{type(running).__module__}.{type(running).__name__}",
+            "in_main_thread": threading.current_thread() is threading.main_thread(),
+        },
+    )
+
+
 async def trailers(scope, receive, send):
     await send(
         {
@@ -418,6 +432,7 @@ ROUTES = {
     "/no-read": no_read,
     "/seen": seen,
     "/env": env,
+    "/loop": event_loop,
     "/trailers": trailers,
     "/pathsend": pathsend,
     **FAILURES,

@@ -34,8 +34,14 @@ pub use python::{Interface, LoopKind};
 pub use server::{Server, ServerHandle};
 
 /// Why the server could not start or stopped badly; the message is meant for the user.
-#[derive(Debug)]
 pub struct Error(String);
+
+/// Shows the message alone, so `fn main() -> Result<(), Error>` prints something readable.
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 impl Error {
     pub fn new(message: impl Into<String>) -> Self {

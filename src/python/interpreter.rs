@@ -46,6 +46,11 @@ pub fn initialize() -> Result<(), String> {
             return Err("the Python interpreter failed to start".into());
         }
     }
+    // `threading` records the thread that first imports it as the main thread. That must be
+    // this one, not the loop thread: uvloop would otherwise try to install signal wake-ups
+    // from the loop thread and fail.
+    pyo3::Python::attach(|py| py.import("threading").map(drop))
+        .map_err(|err| format!("cannot import threading: {err}"))?;
     // SAFETY: the interpreter is initialised and this thread holds the GIL after
     // `Py_InitializeFromConfig`; the returned thread state is deliberately never restored.
     unsafe {
