@@ -63,6 +63,12 @@ impl PythonApp {
             .map_err(|message| Error::new(format!("Application startup failed:\n{message}")))
     }
 
+    /// Waits up to `grace` for running requests to return, cancels what remains and waits
+    /// `grace` again; true when none is left.
+    pub async fn finish_apps(&self, grace: std::time::Duration) -> bool {
+        self.event_loop.finish_apps(grace).await
+    }
+
     /// Stops the loop thread after lifespan shutdown.
     pub fn stop(mut self) {
         self.event_loop.stop();

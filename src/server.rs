@@ -23,6 +23,10 @@ use crate::asgi::ConnectionInfo;
 use crate::asgi::body::BoxError;
 use crate::{Error, PythonApp};
 
+/// How long apps get to return after `http.disconnect` at shutdown, and again after being
+/// cancelled, so a stubborn app delays exit by at most twice this.
+const APP_EXIT_GRACE: Duration = Duration::from_millis(300);
+
 /// Serves a Tower service (usually an axum `Router`) with the Python app's lifespan.
 pub struct Server<S> {
     service: S,
@@ -180,6 +184,14 @@ where
                 }
             }
             None => graceful.shutdown().await,
+        }
+        // Dropping a connection drops its requests: their apps get `http.disconnect`.
+        connections.force_close.cancel();
+        connections.tracker.close();
+        connections.tracker.wait().await;
+        // Let those apps see it and return (or cancel them) before lifespan shutdown.
+        if !python.finish_apps(APP_EXIT_GRACE).await {
+            tracing::warn!("some request tasks did not end after cancellation");
         }
         let result = lifespan
             .shutdown()

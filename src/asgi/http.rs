@@ -204,15 +204,7 @@ fn start(py: Python<'_>, event_loop: EventLoop, exchange: Exchange) {
             objects.state.bind(py),
             http_extensions(py)?,
         )?;
-        let receive = cycle.getattr(intern!(py, "receive"))?;
-        let send = cycle.getattr(intern!(py, "send"))?;
-        let coroutine = objects.app.bind(py).call1((scope, receive, send))?;
-        let task = objects.create_task.bind(py).call1((coroutine,))?;
-        task.call_method1(
-            intern!(py, "add_done_callback"),
-            (cycle.getattr(intern!(py, "_app_done"))?,),
-        )?;
-        Ok(())
+        event_loop.spawn_app(py, cycle.as_any(), scope)
     };
     if let Err(err) = run() {
         cycle.borrow_mut().app_finished(py, Some(err));
@@ -345,14 +337,8 @@ impl HttpCycle {
 
     /// Done-callback of the app's task.
     fn _app_done(&mut self, task: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = task.py();
-        let error = if task.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
-            Some(PyRuntimeError::new_err("the ASGI app's task was cancelled"))
-        } else {
-            let exception = task.call_method0(intern!(py, "exception"))?;
-            (!exception.is_none()).then(|| PyErr::from_value(exception))
-        };
-        self.app_finished(py, error);
+        let error = self.event_loop.app_done(task)?;
+        self.app_finished(task.py(), error);
         Ok(())
     }
 }

@@ -48,6 +48,7 @@ pub async fn startup(
     event_loop.submit(Box::new(move |py| {
         let cycle = LifespanCycle {
             mode,
+            startup_received: false,
             pending: VecDeque::from([Event::Startup]),
             waiter: None,
             startup_tx: Some(startup_tx),
@@ -141,6 +142,9 @@ enum Event {
 #[pyclass(unsendable)]
 pub struct LifespanCycle {
     mode: LifespanMode,
+    /// The app took `lifespan.startup`: it speaks the protocol, so a later exception is a
+    /// failed startup even under `--lifespan auto`.
+    startup_received: bool,
     pending: VecDeque<Event>,
     waiter: Option<Py<PyAny>>,
     startup_tx: Option<oneshot::Sender<Result<Support, String>>>,
@@ -152,6 +156,7 @@ pub struct LifespanCycle {
 impl LifespanCycle {
     fn receive(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         if let Some(event) = self.pending.pop_front() {
+            self.startup_received |= matches!(event, Event::Startup);
             return ready(py, Some(event_message(py, event)?));
         }
         let waiter = self.event_loop.objects().create_future.call0(py)?;
@@ -237,7 +242,7 @@ impl LifespanCycle {
     fn app_failed(&mut self, py: Python<'_>, err: PyErr) {
         let traceback = format_traceback(py, &err);
         if self.startup_tx.is_some() {
-            if self.mode == LifespanMode::Auto {
+            if self.mode == LifespanMode::Auto && !self.startup_received {
                 tracing::info!("ASGI 'lifespan' protocol appears unsupported.");
                 tracing::debug!("the app raised on the lifespan scope:\n{traceback}");
                 self.report_startup(Ok(Support::Unsupported));

@@ -141,17 +141,7 @@ fn start(
     let run = || -> PyResult<()> {
         let objects = event_loop.objects();
         let scope = websocket_scope(py, &head, &root_path, objects.state.bind(py))?;
-        let coroutine = objects.app.bind(py).call1((
-            scope,
-            cycle.getattr(intern!(py, "receive"))?,
-            cycle.getattr(intern!(py, "send"))?,
-        ))?;
-        let task = objects.create_task.bind(py).call1((coroutine,))?;
-        task.call_method1(
-            intern!(py, "add_done_callback"),
-            (cycle.getattr(intern!(py, "_app_done"))?,),
-        )?;
-        Ok(())
+        event_loop.spawn_app(py, cycle.as_any(), scope)
     };
     if let Err(err) = run() {
         cycle.borrow_mut().app_finished(py, Some(err));
@@ -327,16 +317,8 @@ impl WebSocketCycle {
     }
 
     fn _app_done(&mut self, task: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = task.py();
-        let error = if task.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
-            Some(PyRuntimeError::new_err(
-                "the websocket app's task was cancelled",
-            ))
-        } else {
-            let exception = task.call_method0(intern!(py, "exception"))?;
-            (!exception.is_none()).then(|| PyErr::from_value(exception))
-        };
-        self.app_finished(py, error);
+        let error = self.event_loop.app_done(task)?;
+        self.app_finished(task.py(), error);
         Ok(())
     }
 }

@@ -14,12 +14,14 @@
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PySet};
 
 use super::app::{AppSpec, LoopKind, load_app};
 
@@ -35,10 +37,15 @@ pub struct LoopObjects {
     pub app: Py<PyAny>,
     /// Lifespan state; every request scope gets a shallow copy.
     pub state: Py<PyDict>,
+    /// The tasks of requests and websockets still running, so shutdown can cancel them.
+    running: Py<PySet>,
 }
 
 struct Shared {
     queue: Mutex<Vec<Job>>,
+    /// How many app tasks are running; `apps_idle` fires when it drops to zero.
+    running_apps: AtomicUsize,
+    apps_idle: tokio::sync::Notify,
     wake_scheduled: AtomicBool,
     waker: UnixStream,
     /// Wakes the deferred-wake task (see [`EventLoop::submit`]).
@@ -70,6 +77,8 @@ impl EventLoop {
         let event_loop = EventLoop {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Vec::with_capacity(256)),
+                running_apps: AtomicUsize::new(0),
+                apps_idle: tokio::sync::Notify::new(),
                 wake_scheduled: AtomicBool::new(false),
                 waker,
                 wake_soon: tokio::sync::Notify::new(),
@@ -144,6 +153,7 @@ impl EventLoop {
                 event_loop: event_loop.clone().unbind(),
                 app,
                 state: PyDict::new(py).unbind(),
+                running: PySet::empty(py)?.unbind(),
             };
             if self.shared.objects.set(objects).is_err() {
                 unreachable!("the loop objects are set once, on the loop thread");
@@ -181,6 +191,79 @@ impl EventLoop {
     /// The Tokio runtime that owns the sockets, for waits started from Python.
     pub fn runtime(&self) -> &tokio::runtime::Handle {
         &self.shared.runtime
+    }
+
+    /// Runs `app(scope, cycle.receive, cycle.send)` as an asyncio task whose done-callback
+    /// is `cycle._app_done`, and counts it as running until [`EventLoop::app_done`].
+    pub fn spawn_app<'py>(
+        &self,
+        py: Python<'py>,
+        cycle: &Bound<'py, PyAny>,
+        scope: Bound<'py, PyDict>,
+    ) -> PyResult<()> {
+        let objects = self.objects();
+        let coroutine = objects.app.bind(py).call1((
+            scope,
+            cycle.getattr(intern!(py, "receive"))?,
+            cycle.getattr(intern!(py, "send"))?,
+        ))?;
+        let task = objects.create_task.bind(py).call1((coroutine,))?;
+        task.call_method1(
+            intern!(py, "add_done_callback"),
+            (cycle.getattr(intern!(py, "_app_done"))?,),
+        )?;
+        objects.running.bind(py).add(&task)?;
+        self.shared.running_apps.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// For a cycle's `_app_done`: stops counting the task and tells how it ended (`Some`
+    /// error when it raised or was cancelled).
+    pub fn app_done(&self, task: &Bound<'_, PyAny>) -> PyResult<Option<PyErr>> {
+        let py = task.py();
+        if self.objects().running.bind(py).discard(task)?
+            && self.shared.running_apps.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            self.shared.apps_idle.notify_waiters();
+        }
+        if task.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
+            return Ok(Some(pyo3::exceptions::PyRuntimeError::new_err(
+                "the ASGI app's task was cancelled",
+            )));
+        }
+        let exception = task.call_method0(intern!(py, "exception"))?;
+        Ok((!exception.is_none()).then(|| PyErr::from_value(exception)))
+    }
+
+    /// Waits up to `timeout` for every running app task to end; on time-out cancels the
+    /// rest and gives them `timeout` again to unwind. Returns whether all ended.
+    pub async fn finish_apps(&self, timeout: Duration) -> bool {
+        if self.wait_for_apps(timeout).await {
+            return true;
+        }
+        let event_loop = self.clone();
+        self.submit(Box::new(move |py| {
+            let running = event_loop.objects().running.bind(py);
+            let tasks: Vec<Bound<'_, PyAny>> = running.iter().collect();
+            tracing::warn!("cancelling {} request task(s) still running", tasks.len());
+            for task in tasks {
+                let _ = task.call_method0(intern!(py, "cancel"));
+            }
+        }));
+        self.wait_for_apps(timeout).await
+    }
+
+    async fn wait_for_apps(&self, timeout: Duration) -> bool {
+        let idle = async {
+            loop {
+                let notified = self.shared.apps_idle.notified();
+                if self.shared.running_apps.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, idle).await.is_ok()
     }
 
     /// Asks the asyncio loop to stop after the jobs queued so far.
