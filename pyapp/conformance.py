@@ -25,6 +25,7 @@ Routes (paths are matched after removing ``root_path``):
 - ``/no-read``               answers without reading the body.
 - ``/seen``                  every raw path and query this process was asked for.
 - ``/env?name``              ``os.environ[name]``.
+- ``/pid``                   the id of the process serving the request (one per worker).
 - ``/trailers``              a chunked body followed by an ``x-checksum`` trailer.
 - ``/pathsend?path``         the file at ``path`` via ``http.response.pathsend``.
 - ``/fail/...``              the failure modes (see ``FAILURES``).
@@ -307,6 +308,10 @@ async def env(scope, receive, send):
     await _json(send, {"name": name, "value": os.environ.get(name)})
 
 
+async def pid(scope, receive, send):
+    await _json(send, {"pid": os.getpid()})
+
+
 async def event_loop(scope, receive, send):
     import asyncio
     import threading
@@ -432,6 +437,7 @@ ROUTES = {
     "/no-read": no_read,
     "/seen": seen,
     "/env": env,
+    "/pid": pid,
     "/loop": event_loop,
     "/trailers": trailers,
     "/pathsend": pathsend,

@@ -1,12 +1,22 @@
 //! The command line, with uvicorn's flag names wherever uvicorn has the flag.
 
+use std::hash::{BuildHasher, RandomState};
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::default_headers::SERVER;
+use crate::listener::{self, Bind, DEFAULT_BACKLOG};
+use crate::proxy_headers::TrustedProxies;
+use crate::reload::{FileWatcher, ReloadFilter};
 use crate::server::ServerOptions;
-use crate::{Interface, LifespanMode, LoopKind, PythonApp, PythonAppBuilder};
+use crate::{
+    ClientCertificates, Error, HttpVersions, Interface, LifespanMode, LoopKind, PythonApp,
+    PythonAppBuilder, TlsOptions,
+};
 
 /// Serve a Python ASGI application (Starlette, FastAPI, any ASGI 3 or 2 app) from Rust.
 #[derive(Parser, Debug)]
@@ -24,13 +34,13 @@ pub struct Cli {
     #[arg(long, value_name = "HOST:PORT")]
     pub bind: Option<String>,
 
-    /// Host to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: String,
+    /// Host to listen on [default: 127.0.0.1].
+    #[arg(long)]
+    pub host: Option<String>,
 
-    /// Port to listen on.
-    #[arg(long, default_value_t = 8000)]
-    pub port: u16,
+    /// Port to listen on [default: 8000].
+    #[arg(long)]
+    pub port: Option<u16>,
 
     /// Directory put first on sys.path before importing the app.
     #[arg(long, default_value = ".")]
@@ -80,6 +90,169 @@ pub struct Cli {
     /// (default: wait for them).
     #[arg(long)]
     pub timeout_graceful_shutdown: Option<u64>,
+
+    /// Take the client address and scheme from X-Forwarded-For, X-Forwarded-Proto (or RFC 7239
+    /// Forwarded) when the peer is in --forwarded-allow-ips (the default).
+    #[arg(long, overrides_with = "no_proxy_headers")]
+    pub proxy_headers: bool,
+
+    /// Ignore proxy headers: the client is always the connecting peer.
+    #[arg(long, overrides_with = "proxy_headers")]
+    pub no_proxy_headers: bool,
+
+    /// Comma-separated IP addresses, networks (10.0.0.0/8) or literals whose proxy headers
+    /// are trusted; `*` trusts every peer.
+    #[arg(
+        long,
+        env = "FORWARDED_ALLOW_IPS",
+        default_value = "127.0.0.1",
+        value_name = "IPS"
+    )]
+    pub forwarded_allow_ips: TrustedProxies,
+
+    /// Answer 503 at once to requests past this many in flight (default: no limit).
+    #[arg(long, value_name = "N")]
+    pub limit_concurrency: Option<usize>,
+
+    /// Answer 413 to request bodies larger than this many bytes (default: no limit).
+    #[arg(long, value_name = "BYTES")]
+    pub limit_request_body: Option<u64>,
+
+    /// Send `server: rust-asgi-server` on responses without a server header (the default).
+    #[arg(long, overrides_with = "no_server_header")]
+    pub server_header: bool,
+
+    /// Send no server header of our own.
+    #[arg(long, overrides_with = "server_header")]
+    pub no_server_header: bool,
+
+    /// A default response header, added when the response has none of that name; repeatable.
+    #[arg(long = "header", value_name = "NAME:VALUE", value_parser = parse_header)]
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+
+    /// Load KEY=VALUE lines from this file into the environment before the app starts;
+    /// variables already set keep their value.
+    #[arg(long, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+
+    /// Log line format: `text` for people, `json` (one object per line) for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Listen on this Unix domain socket; TCP too only if --bind/--host/--port is given.
+    #[arg(long, value_name = "PATH")]
+    pub uds: Option<PathBuf>,
+
+    /// Serve the listening socket inherited as this file descriptor (systemd socket
+    /// activation, other process managers); TCP too only if --bind/--host/--port is given.
+    #[arg(long, value_name = "FD")]
+    pub fd: Option<RawFd>,
+
+    /// Connections the kernel queues before they are accepted.
+    #[arg(long, default_value_t = DEFAULT_BACKLOG, value_name = "N")]
+    pub backlog: u32,
+
+    /// Worker processes, each with its own interpreter, sharing the listening sockets under
+    /// a supervising process that replaces workers that die.
+    #[arg(
+        long,
+        env = "WEB_CONCURRENCY",
+        default_value_t = 1,
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub workers: u16,
+
+    /// HTTP versions spoken: `auto` (HTTP/1.1, and HTTP/2 by ALPN or prior knowledge),
+    /// `1` or `2` only.
+    #[arg(long, value_enum, default_value_t = HttpVersions::Auto)]
+    pub http: HttpVersions,
+
+    /// Serve HTTPS with this PEM certificate chain.
+    #[arg(long, value_name = "PATH")]
+    pub ssl_certfile: Option<PathBuf>,
+
+    /// The PEM private key of --ssl-certfile (default: read it from the certificate file).
+    #[arg(long, value_name = "PATH", requires = "ssl_certfile")]
+    pub ssl_keyfile: Option<PathBuf>,
+
+    /// PEM CA certificates that client certificates are checked against.
+    #[arg(long, value_name = "PATH", requires = "ssl_certfile")]
+    pub ssl_ca_certs: Option<PathBuf>,
+
+    /// Ask clients for a certificate: 0 no, 1 optional, 2 required.
+    #[arg(long, value_enum, default_value_t = ClientCertificates::NotRequested)]
+    pub ssl_cert_reqs: ClientCertificates,
+
+    /// Shut down gracefully after this many requests; under --workers a new worker takes
+    /// over (default: no limit).
+    #[arg(long, value_name = "N")]
+    pub limit_max_requests: Option<u64>,
+
+    /// Add a random 0 to N to --limit-max-requests in each process, so that workers do not
+    /// all restart at once.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub limit_max_requests_jitter: u64,
+
+    /// Restart the server when a watched file changes (development; implies one worker).
+    #[arg(long)]
+    pub reload: bool,
+
+    /// Directory watched by --reload; repeatable (default: the current directory).
+    #[arg(long = "reload-dir", value_name = "DIR")]
+    pub reload_dirs: Vec<PathBuf>,
+
+    /// Glob of files that trigger --reload, besides `*.py`; repeatable.
+    #[arg(long = "reload-include", value_name = "GLOB")]
+    pub reload_includes: Vec<String>,
+
+    /// Glob of files that never trigger --reload, besides hidden and compiled files;
+    /// repeatable.
+    #[arg(long = "reload-exclude", value_name = "GLOB")]
+    pub reload_excludes: Vec<String>,
+
+    /// Set by the --workers supervisor on a worker: the listening sockets it inherits.
+    #[arg(
+        long = "worker-listen-fds",
+        hide = true,
+        value_delimiter = ',',
+        requires = "worker_lifeline_fd"
+    )]
+    pub worker_listen_fds: Vec<RawFd>,
+
+    /// Set by the --workers supervisor on a worker: its end of the lifeline.
+    #[arg(long = "worker-lifeline-fd", hide = true)]
+    pub worker_lifeline_fd: Option<RawFd>,
+}
+
+/// How this process serves, from --workers, --reload and the supervisor's worker flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessRole {
+    /// Serves in this process: one worker, no supervisor.
+    Single,
+    /// Binds the sockets and supervises worker processes; never starts Python.
+    Supervisor,
+    /// Started by a supervisor: serves the inherited sockets, reports on this lifeline.
+    Worker { lifeline: RawFd },
+}
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `NAME:VALUE` from `--header`, split at the first colon; the value is trimmed.
+fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("expected NAME:VALUE, got {text:?}"))?;
+    let name = HeaderName::try_from(name.trim())
+        .map_err(|_| format!("{:?} is not a valid header name", name.trim()))?;
+    let value = HeaderValue::try_from(value.trim())
+        .map_err(|_| format!("{:?} is not a valid header value", value.trim()))?;
+    Ok((name, value))
 }
 
 impl Cli {
@@ -87,14 +260,86 @@ impl Cli {
         self.app.as_deref().or(self.app_positional.as_deref())
     }
 
-    pub fn bind_address(&self) -> String {
-        self.bind.clone().unwrap_or_else(|| {
-            if self.host.contains(':') {
-                format!("[{}]:{}", self.host, self.port)
-            } else {
-                format!("{}:{}", self.host, self.port)
-            }
+    /// The TCP address: --bind, else --host/--port. With only --uds or --fd there is none,
+    /// as with uvicorn.
+    pub fn tcp_address(&self) -> Option<String> {
+        if let Some(bind) = &self.bind {
+            return Some(bind.clone());
+        }
+        let given = self.host.is_some() || self.port.is_some();
+        if !given && (self.uds.is_some() || self.fd.is_some()) {
+            return None;
+        }
+        let host = self.host.as_deref().unwrap_or("127.0.0.1");
+        let port = self.port.unwrap_or(8000);
+        Some(if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
         })
+    }
+
+    pub fn process_role(&self) -> ProcessRole {
+        match self.worker_lifeline_fd {
+            Some(lifeline) => ProcessRole::Worker { lifeline },
+            None if self.workers > 1 || self.reload => ProcessRole::Supervisor,
+            None => ProcessRole::Single,
+        }
+    }
+
+    /// Where this process listens. Takes over the inherited descriptors (--fd, or a
+    /// worker's sockets), so call it once.
+    pub fn binds(&self) -> Result<Vec<Bind>, Error> {
+        if let ProcessRole::Worker { .. } = self.process_role() {
+            return self
+                .worker_listen_fds
+                .iter()
+                .map(|&fd| listener::inherited_socket(fd).map(Bind::Socket))
+                .collect();
+        }
+        let mut binds = Vec::new();
+        if let Some(fd) = self.fd {
+            binds.push(Bind::Socket(listener::inherited_socket(fd)?));
+        }
+        if let Some(path) = &self.uds {
+            binds.push(Bind::Unix(path.clone()));
+        }
+        if let Some(address) = self.tcp_address() {
+            binds.push(Bind::Tcp(address));
+        }
+        Ok(binds)
+    }
+
+    /// --ssl-certfile and company, when serving HTTPS.
+    pub fn tls_options(&self) -> Option<TlsOptions> {
+        let certfile = self.ssl_certfile.clone()?;
+        Some(TlsOptions {
+            certfile,
+            keyfile: self.ssl_keyfile.clone(),
+            ca_certs: self.ssl_ca_certs.clone(),
+            client_certificates: self.ssl_cert_reqs,
+        })
+    }
+
+    /// --limit-max-requests plus this process's own random share of the jitter.
+    pub fn limit_max_requests(&self) -> Option<u64> {
+        let limit = self.limit_max_requests?;
+        let jitter = match self.limit_max_requests_jitter.checked_add(1) {
+            Some(choices) => RandomState::new().hash_one(std::process::id()) % choices,
+            None => RandomState::new().hash_one(std::process::id()),
+        };
+        Some(limit.saturating_add(jitter))
+    }
+
+    /// The files --reload watches, and which of their changes count.
+    pub fn file_watcher(&self) -> Result<FileWatcher, Error> {
+        let directories = if self.reload_dirs.is_empty() {
+            vec![PathBuf::from(".")]
+        } else {
+            self.reload_dirs.clone()
+        };
+        let filter = ReloadFilter::new(&self.reload_includes, &self.reload_excludes)?;
+        FileWatcher::new(&directories, filter)
     }
 
     pub fn python_app(&self, import_string: &str) -> PythonAppBuilder {
@@ -113,8 +358,40 @@ impl Cli {
             access_log: !self.no_access_log,
             timeout_keep_alive: Duration::from_secs(self.timeout_keep_alive),
             timeout_graceful_shutdown: self.timeout_graceful_shutdown.map(Duration::from_secs),
+            http: self.http,
+            tls: self.tls_options(),
+            backlog: self.backlog,
+            limit_max_requests: self.limit_max_requests(),
             ..ServerOptions::default()
         }
+    }
+
+    /// Whose proxy headers to believe, or `None` with --no-proxy-headers.
+    pub fn trusted_proxies(&self) -> Option<TrustedProxies> {
+        (!self.no_proxy_headers).then(|| self.forwarded_allow_ips.clone())
+    }
+
+    /// The --header headers, with `server: rust-asgi-server` unless switched off or given
+    /// there (uvicorn lets `--header server:…` replace its own).
+    pub fn default_headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        if !self.no_server_header && !headers.contains_key(http::header::SERVER) {
+            headers.insert(http::header::SERVER, SERVER);
+        }
+        headers
+    }
+
+    /// Loads --env-file into the process environment. Call it before any thread starts: the
+    /// interpreter takes its copy of the environment when it starts.
+    pub fn load_env_file(&self) -> Result<(), Error> {
+        let Some(path) = &self.env_file else {
+            return Ok(());
+        };
+        dotenvy::from_path(path)
+            .map_err(|err| Error::new(format!("cannot load --env-file {}: {err}", path.display())))
     }
 
     /// A `tracing` filter from --log-level, accepting Python's level names.
@@ -148,19 +425,110 @@ mod tests {
 
     #[test]
     fn bind_overrides_host_and_port_and_ipv6_hosts_are_bracketed() {
-        assert_eq!(parse(&["a:b"]).bind_address(), "127.0.0.1:8000");
+        let tcp = |args: &[&str]| parse(args).tcp_address();
+        assert_eq!(tcp(&["a:b"]).as_deref(), Some("127.0.0.1:8000"));
         assert_eq!(
-            parse(&["a:b", "--host", "0.0.0.0", "--port", "3000"]).bind_address(),
-            "0.0.0.0:3000"
+            tcp(&["a:b", "--host", "0.0.0.0", "--port", "3000"]).as_deref(),
+            Some("0.0.0.0:3000")
         );
         assert_eq!(
-            parse(&["a:b", "--host", "::1", "--port", "3000"]).bind_address(),
-            "[::1]:3000"
+            tcp(&["a:b", "--host", "::1", "--port", "3000"]).as_deref(),
+            Some("[::1]:3000")
         );
         assert_eq!(
-            parse(&["a:b", "--port", "1", "--bind", "127.0.0.1:0"]).bind_address(),
-            "127.0.0.1:0"
+            tcp(&["a:b", "--port", "1", "--bind", "127.0.0.1:0"]).as_deref(),
+            Some("127.0.0.1:0")
         );
+    }
+
+    #[test]
+    fn a_unix_socket_or_fd_alone_means_no_tcp_unless_an_address_is_given() {
+        let tcp = |args: &[&str]| parse(args).tcp_address();
+        assert_eq!(tcp(&["a:b", "--uds", "/tmp/s"]), None);
+        assert_eq!(tcp(&["a:b", "--fd", "3"]), None);
+        assert_eq!(
+            tcp(&["a:b", "--uds", "/tmp/s", "--port", "9000"]).as_deref(),
+            Some("127.0.0.1:9000")
+        );
+        assert_eq!(
+            tcp(&["a:b", "--fd", "3", "--bind", "[::1]:0"]).as_deref(),
+            Some("[::1]:0")
+        );
+    }
+
+    #[test]
+    fn workers_or_reload_make_a_supervisor_and_the_worker_flags_a_worker() {
+        assert_eq!(parse(&["a:b"]).process_role(), ProcessRole::Single);
+        assert_eq!(
+            parse(&["a:b", "--workers", "4"]).process_role(),
+            ProcessRole::Supervisor
+        );
+        assert_eq!(
+            parse(&["a:b", "--reload"]).process_role(),
+            ProcessRole::Supervisor
+        );
+        let worker = parse(&[
+            "a:b",
+            "--workers",
+            "4",
+            "--worker-listen-fds",
+            "3,4",
+            "--worker-lifeline-fd",
+            "5",
+        ]);
+        assert_eq!(worker.process_role(), ProcessRole::Worker { lifeline: 5 });
+        assert_eq!(worker.worker_listen_fds, [3, 4]);
+        assert!(Cli::try_parse_from(["rust-asgi-server", "a:b", "--workers", "0"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags_become_tls_options_and_the_key_needs_a_certificate() {
+        assert!(parse(&["a:b"]).tls_options().is_none());
+        let tls = parse(&[
+            "a:b",
+            "--ssl-certfile",
+            "c.pem",
+            "--ssl-keyfile",
+            "k.pem",
+            "--ssl-cert-reqs",
+            "2",
+        ])
+        .tls_options()
+        .unwrap();
+        assert_eq!(tls.keyfile.as_deref(), Some(std::path::Path::new("k.pem")));
+        assert_eq!(tls.client_certificates, ClientCertificates::Required);
+        assert!(Cli::try_parse_from(["rust-asgi-server", "a:b", "--ssl-keyfile", "k"]).is_err());
+    }
+
+    #[test]
+    fn http_versions_accept_uvicorns_implementation_names() {
+        assert_eq!(parse(&["a:b"]).http, HttpVersions::Auto);
+        assert_eq!(parse(&["a:b", "--http", "2"]).http, HttpVersions::Http2);
+        assert_eq!(parse(&["a:b", "--http", "h11"]).http, HttpVersions::Http1);
+        assert_eq!(
+            parse(&["a:b", "--http", "httptools"]).http,
+            HttpVersions::Http1
+        );
+    }
+
+    #[test]
+    fn max_requests_gets_at_most_the_jitter_added() {
+        assert_eq!(parse(&["a:b"]).limit_max_requests(), None);
+        assert_eq!(
+            parse(&["a:b", "--limit-max-requests", "100"]).limit_max_requests(),
+            Some(100)
+        );
+        let jittered = parse(&[
+            "a:b",
+            "--limit-max-requests",
+            "100",
+            "--limit-max-requests-jitter",
+            "10",
+        ]);
+        for _ in 0..20 {
+            let limit = jittered.limit_max_requests().unwrap();
+            assert!((100..=110).contains(&limit), "{limit}");
+        }
     }
 
     #[test]
@@ -174,6 +542,100 @@ mod tests {
             "error"
         );
         assert_eq!(parse(&["a:b"]).log_filter(), "info");
+    }
+
+    #[test]
+    fn proxy_headers_are_trusted_from_localhost_unless_switched_off() {
+        assert_eq!(
+            parse(&["a:b"]).trusted_proxies(),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            parse(&["a:b", "--forwarded-allow-ips", "*"]).trusted_proxies(),
+            Some(TrustedProxies::everyone())
+        );
+        assert_eq!(
+            parse(&["a:b", "--no-proxy-headers"]).trusted_proxies(),
+            None
+        );
+        assert!(
+            parse(&["a:b", "--no-proxy-headers", "--proxy-headers"])
+                .trusted_proxies()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn limits_are_off_unless_given() {
+        let cli = parse(&["a:b"]);
+        assert_eq!(
+            (cli.limit_concurrency, cli.limit_request_body),
+            (None, None)
+        );
+        let cli = parse(&[
+            "a:b",
+            "--limit-concurrency",
+            "10",
+            "--limit-request-body",
+            "1024",
+        ]);
+        assert_eq!(
+            (cli.limit_concurrency, cli.limit_request_body),
+            (Some(10), Some(1024))
+        );
+    }
+
+    #[test]
+    fn default_headers_hold_the_server_header_and_every_header_flag() {
+        let headers = parse(&["a:b"]).default_headers();
+        assert_eq!(headers["server"], "rust-asgi-server");
+        assert_eq!(headers.len(), 1);
+        assert!(
+            parse(&["a:b", "--no-server-header"])
+                .default_headers()
+                .is_empty()
+        );
+        let headers = parse(&[
+            "a:b",
+            "--header",
+            "X-Team: blue",
+            "--header",
+            "x-team:green",
+            "--header",
+            "Server:edge:1",
+        ])
+        .default_headers();
+        let teams: Vec<_> = headers.get_all("x-team").iter().collect();
+        assert_eq!(teams, ["blue", "green"]);
+        assert_eq!(headers["server"], "edge:1");
+    }
+
+    #[test]
+    fn malformed_header_flags_are_usage_errors() {
+        for bad in ["no-colon", "bad name:x", ":empty-name", "x-ok:bad\nvalue\n"] {
+            assert!(
+                Cli::try_parse_from(["rust-asgi-server", "a:b", "--header", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_env_file_is_an_error_naming_it() {
+        let err = parse(&["a:b", "--env-file", "/nonexistent/.env"])
+            .load_env_file()
+            .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/.env"), "{err}");
+        assert!(parse(&["a:b"]).load_env_file().is_ok());
+    }
+
+    #[test]
+    fn log_format_is_text_unless_json_is_asked_for() {
+        assert_eq!(parse(&["a:b"]).log_format, LogFormat::Text);
+        assert_eq!(
+            parse(&["a:b", "--log-format", "json"]).log_format,
+            LogFormat::Json
+        );
     }
 
     #[test]

@@ -23,15 +23,34 @@
 pub mod access_log;
 pub mod asgi;
 pub mod cli;
+pub mod connection;
+pub mod default_headers;
+pub mod limits;
+pub mod listener;
+pub mod proxy_headers;
 pub mod python;
+pub mod reload;
 pub mod server;
+pub mod tls;
+pub mod workers;
 
 mod app;
 
 pub use app::{PythonApp, PythonAppBuilder};
-pub use asgi::{AsgiService, ConnectionInfo, LifespanMode};
+pub use asgi::{AsgiService, ConnectionInfo, LifespanMode, ServerAddress};
+pub use connection::HttpVersions;
 pub use python::{Interface, LoopKind};
-pub use server::{Server, ServerHandle};
+pub use server::{Server, ServerHandle, ServerOptions};
+pub use tls::{ClientCertificates, TlsOptions};
+
+/// The Tower layers the binary puts around its router, for a `main.rs` of your own to put
+/// around yours (`tower::ServiceBuilder::new().layer(…).service(router)`), so Rust and Python
+/// routes get the same treatment.
+pub mod layers {
+    pub use crate::default_headers::DefaultHeadersLayer;
+    pub use crate::limits::{BodySizeLimitLayer, InFlightLimitLayer};
+    pub use crate::proxy_headers::{ProxyHeadersLayer, TrustedProxies};
+}
 
 /// Why the server could not start or stopped badly; the message is meant for the user.
 pub struct Error(String);

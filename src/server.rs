@@ -1,5 +1,6 @@
-//! Listening, serving connections with hyper (HTTP/1.1 and HTTP/2), readiness and graceful
-//! shutdown. The router handed to [`Server::new`] decides what is Rust and what is Python.
+//! Listening, serving connections with hyper (HTTP/1.1 and HTTP/2, optionally over TLS),
+//! readiness and graceful shutdown. The router handed to [`Server::new`] decides what is Rust
+//! and what is Python.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -9,18 +10,15 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 
-use crate::access_log::{LoggedBody, RequestLine};
-use crate::asgi::ConnectionInfo;
 use crate::asgi::body::BoxError;
+use crate::asgi::{ConnectionInfo, ServerAddress};
+use crate::connection::{ConnectionSetup, HttpVersions, Protocols, RequestBudget, Shutdown};
+use crate::listener::{Bind, DEFAULT_BACKLOG, Listener, describe};
+use crate::tls::TlsOptions;
 use crate::{Error, PythonApp};
 
 /// How long apps get to return after `http.disconnect` at shutdown, and again after being
@@ -30,7 +28,7 @@ const APP_EXIT_GRACE: Duration = Duration::from_millis(300);
 /// Serves a Tower service (usually an axum `Router`) with the Python app's lifespan.
 pub struct Server<S> {
     service: S,
-    binds: Vec<String>,
+    binds: Vec<Bind>,
     options: ServerOptions,
     handle: ServerHandle,
 }
@@ -43,10 +41,20 @@ pub struct ServerOptions {
     pub timeout_keep_alive: Duration,
     /// How long in-flight requests may run after a shutdown signal; `None` waits for them.
     pub timeout_graceful_shutdown: Option<Duration>,
-    /// Time a client has to send complete request headers (slow-loris protection).
+    /// Time a client has to complete the TLS handshake, and then to send complete request
+    /// headers (slow-loris protection).
     pub header_read_timeout: Duration,
     /// Largest request head accepted; larger ones get 431.
     pub max_header_bytes: usize,
+    /// The HTTP versions spoken (`--http`).
+    pub http: HttpVersions,
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<TlsOptions>,
+    /// Connections the kernel queues for sockets this server binds (`--backlog`).
+    pub backlog: u32,
+    /// Shut down gracefully after this many requests (`--limit-max-requests`), for a
+    /// supervisor to replace the process.
+    pub limit_max_requests: Option<u64>,
 }
 
 impl Default for ServerOptions {
@@ -57,6 +65,10 @@ impl Default for ServerOptions {
             timeout_graceful_shutdown: None,
             header_read_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
+            http: HttpVersions::Auto,
+            tls: None,
+            backlog: DEFAULT_BACKLOG,
+            limit_max_requests: None,
         }
     }
 }
@@ -69,7 +81,7 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         ServerHandle {
             ready: watch::Sender::new(None),
             shutdown: watch::Sender::new(false),
@@ -77,7 +89,7 @@ impl ServerHandle {
     }
 
     /// Resolves once the server is bound, listening and lifespan startup has completed,
-    /// with the addresses it listens on.
+    /// with the TCP addresses it listens on.
     pub async fn ready(&self) -> Vec<SocketAddr> {
         let mut ready = self.ready.subscribe();
         match ready.wait_for(Option::is_some).await {
@@ -89,6 +101,11 @@ impl ServerHandle {
     /// Starts a graceful shutdown, as SIGTERM does.
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
+    }
+
+    /// Becomes `true` when a shutdown is requested through the handle.
+    pub(crate) fn subscribe_shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
     }
 }
 
@@ -112,9 +129,17 @@ where
         }
     }
 
-    /// Adds a `host:port` to listen on (port 0 picks a free one).
+    /// Adds a `host:port` to listen on (port 0 picks a free one). With no address at all,
+    /// the server listens on uvicorn's default, `127.0.0.1:8000`.
     pub fn bind(mut self, address: impl Into<String>) -> Self {
-        self.binds.push(address.into());
+        self.binds.push(Bind::Tcp(address.into()));
+        self
+    }
+
+    /// Adds a place to listen: a TCP address, a Unix domain socket, or a socket that is
+    /// already listening (one a process manager handed over).
+    pub fn listen(mut self, bind: Bind) -> Self {
+        self.binds.push(bind);
         self
     }
 
@@ -129,52 +154,65 @@ where
 
     /// Runs lifespan startup, listens, serves until SIGINT/SIGTERM or
     /// [`ServerHandle::shutdown`], drains in-flight requests, then runs lifespan shutdown.
+    ///
+    /// TLS files are read before lifespan startup, so a bad certificate fails fast; the
+    /// sockets are bound after it, so nothing connects to an app that failed to start.
     pub async fn serve(self, python: PythonApp) -> Result<(), Error> {
-        let lifespan = python.startup().await?;
-        let mut listeners = Vec::new();
-        let binds = if self.binds.is_empty() {
-            vec!["127.0.0.1:8000".to_string()]
-        } else {
-            self.binds.clone()
+        let options = self.options;
+        let tls = match &options.tls {
+            Some(tls) => Some(TlsAcceptor::from(tls.server_config(options.http)?)),
+            None => None,
         };
-        for bind in &binds {
-            let listener = TcpListener::bind(bind)
-                .await
-                .map_err(|err| Error::new(format!("cannot listen on {bind}: {err}")))?;
-            listeners.push(listener);
-        }
-        let addresses: Vec<SocketAddr> = listeners
-            .iter()
-            .filter_map(|listener| listener.local_addr().ok())
-            .collect();
-        for address in &addresses {
-            tracing::info!("listening on http://{address}");
+        let lifespan = python.startup().await?;
+        let listeners = match listen(self.binds, options.backlog) {
+            Ok(listeners) => listeners,
+            Err(err) => {
+                // The app started: it gets its shutdown before the error is reported.
+                if let Err(message) = lifespan.shutdown().await {
+                    tracing::error!("Application shutdown failed:\n{message}");
+                }
+                stop_python(python).await;
+                return Err(err);
+            }
+        };
+        let mut addresses = Vec::new();
+        for listener in &listeners {
+            tracing::info!(
+                "listening on {}",
+                describe(listener.address(), tls.is_some())
+            );
+            if let ServerAddress::Tcp(address) = listener.address() {
+                addresses.push(address);
+            }
         }
         self.handle.ready.send_replace(Some(addresses));
 
-        let graceful = Arc::new(GracefulShutdown::new());
-        let connections = Connections {
-            tracker: TaskTracker::new(),
-            force_close: CancellationToken::new(),
+        let setup = ConnectionSetup {
+            service: self.service,
+            protocols: Arc::new(Protocols::new(options.http, &options)),
+            tls,
+            handshake_timeout: options.header_read_timeout,
+            access_log: options.access_log,
+            budget: options
+                .limit_max_requests
+                .map(|limit| Arc::new(RequestBudget::new(limit, self.handle.clone()))),
+            shutdown: Shutdown::default(),
         };
+        let connections = TaskTracker::new();
         let mut accepting = tokio::task::JoinSet::new();
         for listener in listeners {
-            accepting.spawn(accept_loop(
-                listener,
-                self.service.clone(),
-                self.options.clone(),
-                graceful.clone(),
-                connections.clone(),
-            ));
+            accepting.spawn(accept_loop(listener, setup.clone(), connections.clone()));
         }
-        shutdown_signal(self.handle.shutdown.subscribe()).await;
+        shutdown_signal(self.handle.subscribe_shutdown()).await;
         tracing::info!("shutting down: no new connections, waiting for in-flight requests");
+        // Ending the accept loops drops the listeners (and removes Unix socket files).
         accepting.abort_all();
         while accepting.join_next().await.is_some() {}
-        let graceful = Arc::into_inner(graceful).expect("accept loops have ended");
-        match self.options.timeout_graceful_shutdown {
+        setup.shutdown.draining.cancel();
+        connections.close();
+        match options.timeout_graceful_shutdown {
             Some(timeout) => {
-                if tokio::time::timeout(timeout, graceful.shutdown())
+                if tokio::time::timeout(timeout, connections.wait())
                     .await
                     .is_err()
                 {
@@ -183,12 +221,11 @@ where
                     );
                 }
             }
-            None => graceful.shutdown().await,
+            None => connections.wait().await,
         }
         // Dropping a connection drops its requests: their apps get `http.disconnect`.
-        connections.force_close.cancel();
-        connections.tracker.close();
-        connections.tracker.wait().await;
+        setup.shutdown.closing.cancel();
+        connections.wait().await;
         // Let those apps see it and return (or cancel them) before lifespan shutdown.
         if !python.finish_apps(APP_EXIT_GRACE).await {
             tracing::warn!("some request tasks did not end after cancellation");
@@ -197,10 +234,37 @@ where
             .shutdown()
             .await
             .map_err(|message| Error::new(format!("Application shutdown failed:\n{message}")));
-        python.stop();
+        stop_python(python).await;
         tracing::info!("server stopped");
         result
     }
+}
+
+/// Stops the loop thread. Joining it blocks, so it happens off the runtime's workers: the
+/// wake-up that lets the loop see the stop request may be queued on this very worker.
+async fn stop_python(python: PythonApp) {
+    if tokio::task::spawn_blocking(move || python.stop())
+        .await
+        .is_err()
+    {
+        tracing::warn!("stopping the Python loop thread failed");
+    }
+}
+
+/// Opens every place to listen, uvicorn's `127.0.0.1:8000` when none is given.
+fn listen(mut binds: Vec<Bind>, backlog: u32) -> Result<Vec<Listener>, Error> {
+    if binds.is_empty() {
+        binds.push(Bind::Tcp("127.0.0.1:8000".into()));
+    }
+    binds
+        .into_iter()
+        .map(|bind| {
+            let description = bind.to_string();
+            bind.open(backlog)?
+                .into_listener()
+                .map_err(|err| Error::new(format!("cannot listen on {description}: {err}")))
+        })
+        .collect()
 }
 
 async fn shutdown_signal(mut requested: watch::Receiver<bool>) {
@@ -227,13 +291,8 @@ async fn shutdown_signal(mut requested: watch::Receiver<bool>) {
     }
 }
 
-async fn accept_loop<S, B>(
-    listener: TcpListener,
-    service: S,
-    options: ServerOptions,
-    graceful: Arc<GracefulShutdown>,
-    connections: Connections,
-) where
+async fn accept_loop<S, B>(listener: Listener, setup: ConnectionSetup<S>, connections: TaskTracker)
+where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
@@ -243,17 +302,10 @@ async fn accept_loop<S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .max_buf_size(options.max_header_bytes.max(8192))
-        .header_read_timeout(options.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let server_address = listener.local_addr().ok();
+    let server = Some(listener.address());
+    let secure = setup.tls.is_some();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let (stream, client) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(err) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -262,88 +314,11 @@ async fn accept_loop<S, B>(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let connection = ConnectionInfo {
-            client: Some(peer),
-            server: server_address,
-            secure: false,
+            client,
+            server,
+            secure,
         };
-        let service = service.clone();
-        let access_log = options.access_log;
-        let hyper_service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(connection);
-            let line = access_log.then(|| RequestLine::new(&request, connection.client));
-            let response = service.clone().oneshot(request);
-            async move {
-                let response = response.await?;
-                Ok::<_, Infallible>(match line {
-                    Some(line) => {
-                        let status = response.status();
-                        response.map(|body| Either::Logged(LoggedBody::new(body, line, status)))
-                    }
-                    None => response.map(Either::Plain),
-                })
-            }
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        let force_close = connections.force_close.clone();
-        connections.tracker.spawn(async move {
-            tokio::select! {
-                result = connection => {
-                    if let Err(err) = result {
-                        tracing::debug!("connection from {peer} ended with an error: {err}");
-                    }
-                }
-                () = force_close.cancelled() => {}
-            }
-        });
-    }
-}
-
-/// The connections being served, so shutdown can wait for them or cut them off.
-#[derive(Clone)]
-struct Connections {
-    tracker: TaskTracker,
-    force_close: CancellationToken,
-}
-
-/// The response body with or without access logging, as one type for hyper.
-enum Either<B: Body> {
-    Logged(LoggedBody<B>),
-    Plain(B),
-}
-
-impl<B> Body for Either<B>
-where
-    B: Body + Unpin,
-{
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
-        match self.get_mut() {
-            Either::Logged(body) => std::pin::Pin::new(body).poll_frame(cx),
-            Either::Plain(body) => std::pin::Pin::new(body).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Either::Logged(body) => body.is_end_stream(),
-            Either::Plain(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            Either::Logged(body) => body.size_hint(),
-            Either::Plain(body) => body.size_hint(),
-        }
+        connections.spawn(setup.clone().serve(stream, connection));
     }
 }

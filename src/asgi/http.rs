@@ -36,7 +36,7 @@ use crate::python::{EventLoop, format_traceback};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Chunks of a streamed response that may wait for the socket before `send` parks.
-const STREAM_CHANNEL_CAPACITY: usize = 8;
+const STREAM_CHANNEL_CAPACITY: usize = 4;
 
 /// Forwards HTTP requests into the Python app. Cheap to clone; works under any Tower stack.
 #[derive(Clone)]

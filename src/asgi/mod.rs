@@ -11,4 +11,4 @@ pub mod websocket;
 pub use self::http::AsgiService;
 pub use body::ResponseBody;
 pub use lifespan::LifespanMode;
-pub use scope::ConnectionInfo;
+pub use scope::{ConnectionInfo, ServerAddress};

@@ -199,8 +199,15 @@ fn spawn_send<C, T>(
 {
     let completion_loop = event_loop.clone();
     event_loop.runtime().spawn(async move {
-        // A closed channel means the client left; the app learns it from `receive()`.
-        let _ = sender.send(item).await;
+        // Resume the app only once half the channel is free, so a long stream costs one
+        // loop wake-up per few chunks rather than one per chunk. A closed channel means the
+        // client left; the app learns it from `receive()`.
+        let room = (sender.max_capacity() / 2).max(1);
+        if let Ok(mut permits) = sender.reserve_many(room).await
+            && let Some(permit) = permits.next()
+        {
+            permit.send(item);
+        }
         completion_loop.clone().submit(Box::new(move |py| {
             resolve(py, waiter.bind(py), None);
             let next = {

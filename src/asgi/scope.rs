@@ -17,10 +17,36 @@ pub const SPEC_VERSION: &str = "2.4";
 /// Where a request came from and arrived at, recorded by the server per connection.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnectionInfo {
+    /// `None` for a Unix socket peer, which has no address to report.
     pub client: Option<SocketAddr>,
-    pub server: Option<SocketAddr>,
+    pub server: Option<ServerAddress>,
     /// TLS was terminated by this server: `https`/`wss` schemes.
     pub secure: bool,
+}
+
+/// The listening address a connection arrived at, as the scope's `server` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerAddress {
+    /// `[host, port]`.
+    Tcp(SocketAddr),
+    /// `[path, None]`, as the ASGI spec has it for Unix domain sockets. The path is leaked
+    /// once per listener so that [`ConnectionInfo`] stays `Copy` (no per-request clone).
+    Unix(&'static str),
+}
+
+impl From<SocketAddr> for ServerAddress {
+    fn from(address: SocketAddr) -> Self {
+        ServerAddress::Tcp(address)
+    }
+}
+
+impl std::fmt::Display for ServerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerAddress::Tcp(address) => address.fmt(f),
+            ServerAddress::Unix(path) => write!(f, "unix:{path}"),
+        }
+    }
 }
 
 /// The parts of a request that the scope describes, owned by Rust until the loop thread
@@ -73,10 +99,13 @@ pub fn fill_common<'py>(
         PyString::new(py, &format!("{root_path}{decoded}"))
     };
     scope.set_item(intern!(py, "path"), path)?;
-    scope.set_item(
-        intern!(py, "raw_path"),
-        PyBytes::new(py, raw_path.as_bytes()),
-    )?;
+    // uvicorn prefixes `raw_path` with the root path too.
+    let raw_path = if root_path.is_empty() {
+        PyBytes::new(py, raw_path.as_bytes())
+    } else {
+        PyBytes::new(py, format!("{root_path}{raw_path}").as_bytes())
+    };
+    scope.set_item(intern!(py, "raw_path"), raw_path)?;
     let query = head.path_and_query.query().unwrap_or("");
     scope.set_item(
         intern!(py, "query_string"),
@@ -85,7 +114,10 @@ pub fn fill_common<'py>(
     scope.set_item(intern!(py, "root_path"), root_path)?;
     scope.set_item(intern!(py, "headers"), headers(py, &head.headers)?)?;
     scope.set_item(intern!(py, "client"), address(py, head.connection.client)?)?;
-    scope.set_item(intern!(py, "server"), address(py, head.connection.server)?)?;
+    scope.set_item(
+        intern!(py, "server"),
+        server_address(py, head.connection.server)?,
+    )?;
     scope.set_item(intern!(py, "state"), state.copy()?)?;
     Ok(())
 }
@@ -157,6 +189,18 @@ fn address(py: Python<'_>, address: Option<SocketAddr>) -> PyResult<Bound<'_, Py
     }
 }
 
+fn server_address(py: Python<'_>, address: Option<ServerAddress>) -> PyResult<Bound<'_, PyAny>> {
+    match address {
+        Some(ServerAddress::Unix(path)) => Ok(PyTuple::new(
+            py,
+            [path.into_pyobject(py)?.into_any(), py.None().into_bound(py)],
+        )?
+        .into_any()),
+        Some(ServerAddress::Tcp(address)) => self::address(py, Some(address)),
+        None => Ok(py.None().into_bound(py)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,7 +221,9 @@ mod tests {
                 .collect(),
             connection: ConnectionInfo {
                 client: Some("127.0.0.1:5000".parse().unwrap()),
-                server: Some("[::ffff:127.0.0.1]:8000".parse().unwrap()),
+                server: Some(ServerAddress::Tcp(
+                    "[::ffff:127.0.0.1]:8000".parse().unwrap(),
+                )),
                 secure: false,
             },
         }
@@ -213,7 +259,7 @@ mod tests {
             let scope = http_scope(py, &head("/users", &[]), "/api", &state, &extensions).unwrap();
             assert_eq!(get::<String>(&scope, "root_path"), "/api");
             assert_eq!(get::<String>(&scope, "path"), "/api/users");
-            assert_eq!(get::<Vec<u8>>(&scope, "raw_path"), b"/users");
+            assert_eq!(get::<Vec<u8>>(&scope, "raw_path"), b"/api/users");
         });
     }
 
@@ -250,6 +296,26 @@ mod tests {
                 get::<(String, u16)>(&scope, "server"),
                 ("127.0.0.1".into(), 8000)
             );
+        });
+    }
+
+    #[test]
+    fn a_unix_socket_server_is_its_path_and_no_port() {
+        Python::attach(|py| {
+            let state = PyDict::new(py);
+            let extensions = PyDict::new(py);
+            let mut head = head("/", &[]);
+            head.connection = ConnectionInfo {
+                client: None,
+                server: Some(ServerAddress::Unix("/run/app.sock")),
+                secure: false,
+            };
+            let scope = http_scope(py, &head, "", &state, &extensions).unwrap();
+            assert_eq!(
+                get::<(String, Option<u16>)>(&scope, "server"),
+                ("/run/app.sock".into(), None)
+            );
+            assert!(scope.get_item("client").unwrap().unwrap().is_none());
         });
     }
 

@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, handshake::derive_accept_key};
 use tokio_util::sync::CancellationToken;
@@ -595,6 +596,10 @@ async fn run_connection(
                     let code = match err {
                         WsError::Capacity(_) => 1009,
                         WsError::Utf8(_) => 1007,
+                        // The peer vanished: nothing to close, and 1006 for the app.
+                        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                            ABNORMAL_CLOSURE
+                        }
                         WsError::Protocol(_) => 1002,
                         _ => ABNORMAL_CLOSURE,
                     };

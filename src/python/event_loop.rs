@@ -274,6 +274,9 @@ impl EventLoop {
                 tracing::error!("cannot stop the asyncio loop: {err}");
             }
         }));
+        // The caller is about to block joining the loop thread, possibly on the very Tokio
+        // worker that would run the deferred wake-up: wake the loop directly.
+        let _ = (&self.shared.waker).write(&[1]);
     }
 }
 

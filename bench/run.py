@@ -1,0 +1,875 @@
+#!/usr/bin/env python3
+"""Load benchmark: rust-asgi-server against uvicorn and granian, same machine, same run.
+
+    python3 bench/run.py [--quick] [--filter SUBSTR] ...
+
+Builds the release binary and the bench examples, prepares a virtualenv with the peers
+(bench/.venv), then for every cell (app x concurrency) starts each server in turn, warms it
+up, drives it with wrk, and records req/s, latency percentiles, server CPU time per request,
+peak RSS, errors, and how busy anything else kept the CPUs. Servers
+are interleaved (A B C A B C ...) inside each cell so drift hits all of them alike. The
+server is pinned to CPU 0 and wrk to CPU 1. The report is printed and written to
+bench/results/YYYY-MM-DD[-quick].md (plus the raw numbers as .json). See bench/README.md.
+
+Standard library only; it drives cargo, pip, wrk and taskset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+VENV = BENCH / ".venv"
+RESULTS = BENCH / "results"
+RELEASE = ROOT / "target" / "release"
+OURS_BIN = RELEASE / "rust-asgi-server"
+AXUM_BIN = RELEASE / "examples" / "bench_axum"
+MIXED_BIN = RELEASE / "examples" / "bench_mixed"
+
+PEER_PACKAGES = ["uvicorn[standard]", "granian", "starlette", "fastapi"]
+CONCURRENCIES = [1, 50, 256]
+WRK_TIMEOUT = "4s"
+SERVER_CPU = "0"
+WRK_CPU = "1"
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+HELLO = b"Hello, world!"
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+ONE_MIB = 1024 * 1024
+
+# wrk script: method and body come from the script arguments (after `--`); done() prints
+# one machine-readable line with the numbers the report needs (latencies in microseconds).
+WRK_LUA = r"""
+local method, body = "GET", nil
+
+function init(args)
+  if args[1] then method = args[1] end
+  if args[2] then body = args[2] end
+  wrk.method = method
+  if body then
+    wrk.body = body
+    wrk.headers["Content-Type"] = "application/octet-stream"
+  end
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests": %d, "duration_us": %d, "bytes": %d, ' ..
+    '"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d, ' ..
+    '"lat_mean_us": %.1f, "lat_max_us": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d}\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency.mean, latency.max,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99)))
+end
+"""
+
+
+# --------------------------------------------------------------------------- apps & servers
+
+
+@dataclass(frozen=True)
+class App:
+    key: str  # used in --filter and file names
+    title: str
+    target: str  # MOD:ATTR for the Python servers (and --app of bench_mixed)
+    method: str
+    path: str
+    body: bytes | None
+    expect_body: bytes | None = None  # exact body, or
+    expect_len: int | None = None  # just its length
+    rust_route: bool = False  # served by bench_axum / bench_mixed instead of the ASGI servers
+
+
+APPS = [
+    App("raw-echo", 'raw ASGI echo (POST, body "hello")', "pyapp.bench_raw:echo", "POST", "/", b"hello",
+        expect_body=b"hello"),
+    App("raw-hello", "raw ASGI hello (GET)", "pyapp.bench_raw:hello", "GET", "/", None, expect_body=HELLO),
+    App("starlette", "Starlette hello (GET /)", "pyapp.bench_starlette:app", "GET", "/", None,
+        expect_body=HELLO),
+    App("fastapi", "FastAPI GET /items/{id}", "pyapp.bench_fastapi:app", "GET", "/items/42", None,
+        expect_body=b'{"item_id":42,"name":"widget"}'),
+    App("stream-1mib", "raw ASGI 1 MiB streamed download (16 x 64 KiB)", "pyapp.bench_raw:stream", "GET",
+        "/", None, expect_len=ONE_MIB),
+    App("rust-route", "Rust route GET /rust (mixed server vs bare axum)", "pyapp.bench_raw:hello", "GET",
+        "/rust", None, expect_body=HELLO, rust_route=True),
+]
+
+ASGI_SERVERS = ["ours", "uvicorn", "granian"]
+RUST_SERVERS = ["mixed", "axum"]
+SERVER_LABELS = {
+    "ours": "rust-asgi-server",
+    "uvicorn": "uvicorn",
+    "granian": "granian",
+    "mixed": "bench_mixed (ours)",
+    "axum": "bare axum",
+}
+# Ratios printed per cell: (numerator, denominator).
+RATIOS = [("ours", "uvicorn"), ("ours", "granian"), ("mixed", "axum")]
+
+
+# The asyncio loop our server and bench_mixed run the app on;
+# the peers are told --loop uvloop. --ours-loop changes it for diagnosis.
+OURS_LOOP = ["uvloop"]
+
+
+def server_command(server: str, app: App, port: int) -> list[str]:
+    bind = f"127.0.0.1:{port}"
+    venv_bin = VENV / "bin"
+    if server == "ours":
+        return [str(OURS_BIN), "--app", app.target, "--bind", bind, "--loop", OURS_LOOP[0],
+                "--no-access-log", "--log-level", "warning"]
+    if server == "uvicorn":
+        return [str(venv_bin / "uvicorn"), app.target, "--host", "127.0.0.1", "--port", str(port),
+                "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    if server == "granian":
+        return [str(venv_bin / "granian"), "--interface", "asgi", "--loop", "uvloop", "--host", "127.0.0.1",
+                "--port", str(port), "--workers", "1", "--no-access-log", "--log-level", "warning", app.target]
+    if server == "axum":
+        return [str(AXUM_BIN), "--bind", bind]
+    if server == "mixed":
+        return [str(MIXED_BIN), "--bind", bind, "--app", app.target, "--loop", OURS_LOOP[0]]
+    raise ValueError(server)
+
+
+def server_binary(server: str) -> Path:
+    return Path(server_command(server, APPS[0], 1)[0])
+
+
+def server_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Our server (and bench_mixed) import starlette/fastapi from the bench venv through
+    # VIRTUAL_ENV; the peers run from the venv's own scripts, so it is harmless for them.
+    env["VIRTUAL_ENV"] = str(VENV)
+    env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("PYTHONHOME", None)
+    return env
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Run:
+    server: str
+    rep: int
+    ok: bool = False
+    reason: str = ""
+    rps: float = 0.0
+    p50_us: float = 0.0
+    p99_us: float = 0.0
+    rss_kib: int = 0
+    server_cpu_s: float = 0.0  # CPU time (user + system) the server's process tree used in the measured run
+    other_load: float = 0.0  # share of the benchmark CPUs busy with anything but the server and wrk
+    errors: dict = field(default_factory=dict)
+    wrk: dict = field(default_factory=dict)
+
+
+@dataclass
+class Cell:
+    app: str
+    concurrency: int
+    servers: list[str]
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.app}/c{self.concurrency}"
+
+    def runs_of(self, server: str) -> list[Run]:
+        return [run for run in self.runs if run.server == server]
+
+    def failed(self, server: str) -> bool:
+        runs = self.runs_of(server)
+        return not runs or any(not run.ok for run in runs)
+
+    def median_rps(self, server: str) -> float | None:
+        runs = self.runs_of(server)
+        if not runs or self.failed(server):
+            return None
+        return statistics.median(run.rps for run in runs)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def die(message: str) -> None:
+    log(f"bench: error: {message}")
+    sys.exit(2)
+
+
+def run_cmd(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    log(f"$ {shlex.join(cmd)}")
+    return subprocess.run(cmd, **kwargs)
+
+
+def capture(cmd: list[str], cwd: Path = ROOT) -> str:
+    try:
+        out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return (out.stdout or out.stderr).strip() if out.returncode == 0 else ""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def fmt_rps(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def fmt_us(value: float) -> str:
+    if value < 1000:
+        return f"{value:.0f} µs"
+    if value < 100_000:
+        return f"{value / 1000:.2f} ms"
+    return f"{value / 1000:.0f} ms"
+
+
+def fmt_mib(kib: int) -> str:
+    return f"{kib / 1024:.1f} MiB" if kib else "?"
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def build(args) -> None:
+    if args.no_build:
+        return
+    cmd = ["cargo", "build", "--release", "--bin", "rust-asgi-server", "--example", "bench_axum",
+           "--example", "bench_mixed"]
+    if run_cmd(cmd, cwd=ROOT).returncode != 0:
+        die("cargo build failed (use --no-build to benchmark the binaries already in target/release)")
+
+
+def snapshot_binaries(into: Path) -> None:
+    """Copies the three binaries aside so that a `cargo build` running beside the benchmark
+    cannot swap them mid-run: every run of one report uses the same build. (They find
+    libpython through an absolute rpath, so the copies run anywhere.)"""
+    global OURS_BIN, AXUM_BIN, MIXED_BIN
+    copies = []
+    for binary in (OURS_BIN, AXUM_BIN, MIXED_BIN):
+        if binary.exists():
+            copy = into / binary.name
+            shutil.copy2(binary, copy)
+            copies.append(copy)
+        else:
+            copies.append(binary)  # stays missing; measure() reports it
+    OURS_BIN, AXUM_BIN, MIXED_BIN = copies
+
+
+def embedded_python() -> str:
+    """The interpreter whose libpython the binary embeds: PYO3_PYTHON if set, else ours."""
+    return os.environ.get("PYO3_PYTHON") or sys.executable
+
+
+def venv_python_version() -> str | None:
+    cfg = VENV / "pyvenv.cfg"
+    if not cfg.exists() or not (VENV / "bin" / "python").exists():
+        return None
+    for line in cfg.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() in ("version", "version_info"):
+            return ".".join(value.strip().split(".")[:2])
+    return None
+
+
+def setup_venv(args) -> None:
+    python = embedded_python()
+    wanted = capture([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+    have = venv_python_version()
+    if have is None or (wanted and have != wanted):
+        if have is not None:
+            log(f"bench: {VENV} is Python {have}, the server embeds {wanted}: recreating it")
+            shutil.rmtree(VENV)
+        if run_cmd([python, "-m", "venv", str(VENV)]).returncode != 0:
+            die(f"could not create the virtualenv {VENV}")
+    if args.no_install:
+        return
+    pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    if args.upgrade:
+        pip.append("--upgrade")
+    if run_cmd(pip + PEER_PACKAGES).returncode != 0:
+        die("pip install of the peers failed")
+
+
+def ensure_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk:
+        return wrk
+    if os.geteuid() != 0:
+        die("wrk is not installed; install the Debian package: sudo apt-get install -y wrk")
+    log("bench: wrk not found, installing the Debian package")
+    run_cmd(["apt-get", "update"], stdout=subprocess.DEVNULL)
+    if run_cmd(["apt-get", "install", "-y", "wrk"], stdout=subprocess.DEVNULL).returncode != 0:
+        die("apt-get install -y wrk failed")
+    wrk = shutil.which("wrk")
+    if not wrk:
+        die("wrk still not on PATH after apt-get install")
+    return wrk
+
+
+def pinning() -> tuple[list[str], list[str], str]:
+    """taskset prefixes for the server and for wrk, and a note for the report."""
+    taskset = shutil.which("taskset")
+    ncpu = len(os.sched_getaffinity(0))
+    if not taskset or ncpu < 2:
+        return [], [], "not pinned (needs taskset and at least 2 CPUs)"
+    return ([taskset, "-c", SERVER_CPU], [taskset, "-c", WRK_CPU],
+            f"server on CPU {SERVER_CPU}, wrk on CPU {WRK_CPU} (taskset)")
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def tree_cpu_ticks(pid: int) -> int:
+    """utime + stime of the server process and its descendants, in clock ticks."""
+    total = 0
+    for proc in descendants(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def busy_ticks(cpus: list[int] | None) -> int:
+    """Non-idle clock ticks of the given CPUs (all when None), steal time included."""
+    total = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if (cpus is None and name == "cpu") or (cpus is not None and name in {f"cpu{c}" for c in cpus}):
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in values[:8])
+            total += user + nice + system + irq + softirq + steal
+    return total
+
+
+class CpuMeter:
+    """Server CPU time and the load of everything else on the benchmark CPUs over one wrk run."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, pid: int, cpus: list[int] | None):
+        self.pid, self.cpus = pid, cpus
+        self.ncpu = len(cpus) if cpus is not None else (os.cpu_count() or 1)
+
+    def __enter__(self):
+        self.t0 = time.monotonic()
+        self.busy0, self.server0 = busy_ticks(self.cpus), tree_cpu_ticks(self.pid)
+        self.children0 = children_cpu_seconds()
+        return self
+
+    def __exit__(self, *exc):
+        elapsed = time.monotonic() - self.t0
+        busy = (busy_ticks(self.cpus) - self.busy0) / self.TICK
+        self.server_s = (tree_cpu_ticks(self.pid) - self.server0) / self.TICK
+        wrk_s = children_cpu_seconds() - self.children0  # wrk has been waited for by now
+        self.other = max(0.0, busy - self.server_s - wrk_s) / (elapsed * self.ncpu) if elapsed else 0.0
+
+
+def wait_for_idle(cpus: list[int] | None, limit: float) -> float:
+    """Waits (at most `limit` seconds) until the benchmark CPUs are less than 10% busy over half
+    a second; returns the busy share last seen."""
+    ncpu = len(cpus) if cpus is not None else (os.cpu_count() or 1)
+    deadline = time.monotonic() + limit
+    while True:
+        before = busy_ticks(cpus)
+        time.sleep(0.5)
+        share = (busy_ticks(cpus) - before) / CpuMeter.TICK / (0.5 * ncpu)
+        if share < 0.10 or time.monotonic() >= deadline:
+            return share
+        time.sleep(1.0)
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_kib(pid: int) -> int:
+    """Sum of VmHWM over the server process and its descendants (workers of a forking server)."""
+    total = 0
+    for proc in descendants(pid):
+        try:
+            for line in Path(f"/proc/{proc}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+class ServerProcess:
+    def __init__(self, server: str, app: App, pin: list[str], logdir: Path):
+        self.server = server
+        self.port = free_port()
+        self.cmd = pin + server_command(server, app, self.port)
+        self.log_path = logdir / f"{app.key}-{server}-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.log_file = open(self.log_path, "wb")
+        self.log_file.write(f"$ {shlex.join(self.cmd)}\n".encode())
+        self.log_file.flush()
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=server_env(), stdin=subprocess.DEVNULL,
+                                     stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self) -> str | None:
+        """None when the port accepts connections, else why not."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            code = self.proc.poll()
+            if code is not None:
+                return f"exited with code {code} before listening"
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return None
+            time.sleep(0.05)
+        return f"not listening after {READY_TIMEOUT:.0f} s"
+
+    def log_tail(self, lines: int = 15) -> str:
+        with contextlib.suppress(OSError):
+            text = ANSI_ESCAPE.sub("", self.log_path.read_text(errors="replace"))
+            # The first line is the command we wrote ourselves.
+            return "\n".join(text.splitlines()[1:][-lines:])
+        return ""
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        # Leftover workers of a forking server that ignored its parent's exit.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log_file.close()
+
+
+def check_response(app: App, port: int) -> str | None:
+    """One request before the load: the server must answer 200 with the expected body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        headers = {"Content-Type": "application/octet-stream"} if app.body is not None else {}
+        conn.request(app.method, app.path, body=app.body, headers=headers)
+        response = conn.getresponse()
+        body = response.read()
+    except (OSError, http.client.HTTPException) as err:
+        return f"check request failed: {err!r}"
+    finally:
+        conn.close()
+    if response.status != 200:
+        return f"check request got status {response.status}: {body[:200]!r}"
+    if app.expect_body is not None and body.replace(b" ", b"") != app.expect_body.replace(b" ", b""):
+        return f"check request got body {body[:200]!r}, expected {app.expect_body!r}"
+    if app.expect_len is not None and len(body) != app.expect_len:
+        return f"check request got {len(body)} bytes, expected {app.expect_len}"
+    return None
+
+
+def run_wrk(wrk: str, pin: list[str], script: Path, app: App, port: int, concurrency: int,
+            seconds: float) -> dict:
+    cmd = pin + [wrk, "-t1", f"-c{concurrency}", f"-d{seconds:g}s", f"--timeout={WRK_TIMEOUT}",
+                 "-s", str(script), f"http://127.0.0.1:{port}{app.path}", "--", app.method]
+    if app.body is not None:
+        cmd.append(app.body.decode())
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    for line in out.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            return json.loads(line[len("BENCH_JSON "):])
+    raise RuntimeError(f"wrk gave no result (exit {out.returncode}): {out.stderr.strip() or out.stdout[-500:]}")
+
+
+def measure(server: str, app: App, concurrency: int, rep: int, ctx) -> Run:
+    run = Run(server, rep, reason="interrupted")
+    proc = ServerProcess(server, app, ctx.server_pin, ctx.logdir)
+    if not server_binary(server).exists():
+        run.reason = f"{server_binary(server).relative_to(ROOT)} missing"
+        return run
+    if ctx.idle_wait > 0:
+        waited = time.monotonic()
+        share = wait_for_idle(ctx.cpus, ctx.idle_wait)
+        if time.monotonic() - waited > 2:
+            log(f"  waited {time.monotonic() - waited:.0f} s for the CPUs to calm down (now {share:.0%} busy)")
+    try:
+        proc.start()
+        problem = proc.wait_ready() or check_response(app, proc.port)
+        if problem:
+            run.reason = problem
+            return run
+        if ctx.warmup > 0:
+            run_wrk(ctx.wrk, ctx.wrk_pin, ctx.script, app, proc.port, concurrency, ctx.warmup)
+        with CpuMeter(proc.proc.pid, ctx.cpus) as meter:
+            result = run_wrk(ctx.wrk, ctx.wrk_pin, ctx.script, app, proc.port, concurrency, ctx.duration)
+        run.server_cpu_s, run.other_load = meter.server_s, meter.other
+        run.rss_kib = peak_rss_kib(proc.proc.pid)
+        run.wrk = result
+        run.rps = result["requests"] / (result["duration_us"] / 1e6) if result["duration_us"] else 0.0
+        run.p50_us, run.p99_us = result["p50_us"], result["p99_us"]
+        run.errors = {kind: result[kind] for kind in ("status", "connect", "read", "write", "timeout")
+                      if result[kind]}
+        if proc.proc.poll() is not None:
+            run.reason = f"server exited with code {proc.proc.returncode} during the run"
+        elif run.errors:
+            run.reason = ", ".join(f"{count} {kind_label(kind)}" for kind, count in run.errors.items())
+        elif result["requests"] == 0:
+            run.reason = "no request completed"
+        else:
+            run.ok = True
+        return run
+    except (RuntimeError, subprocess.TimeoutExpired, OSError) as err:
+        run.reason = str(err)
+        return run
+    finally:
+        proc.stop()
+        if not run.ok:
+            tail = proc.log_tail()
+            last = [line.strip() for line in tail.splitlines() if line.strip()]
+            if last and run.reason != "interrupted":
+                run.reason += f" (server log: {last[-1][:200]})"
+            log(f"  FAILED {server}: {run.reason}" + (f"\n  server log ({proc.log_path}):\n{tail}" if tail else ""))
+
+
+def kind_label(kind: str) -> str:
+    return {"status": "HTTP status >= 400", "connect": "connect errors", "read": "read errors",
+            "write": "write errors", "timeout": f"timeouts (> {WRK_TIMEOUT})"}[kind]
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def build_cells(filters: list[str]) -> list[Cell]:
+    """Every (app, concurrency) cell with the servers that pass every --filter.
+
+    A run is named APP/cN/SERVER (e.g. raw-echo/c50/granian); each --filter is a comma
+    separated list of substrings of which one must occur in that name, and every --filter
+    given must match (so `--filter raw-echo,raw-hello --filter ours,uvicorn`)."""
+    cells = []
+    for app in APPS:
+        for concurrency in CONCURRENCIES:
+            servers = RUST_SERVERS if app.rust_route else ASGI_SERVERS
+            chosen = [s for s in servers
+                      if all(any(term in f"{app.key}/c{concurrency}/{s}" for term in f.split(",") if term)
+                             for f in filters)]
+            if chosen:
+                cells.append(Cell(app.key, concurrency, chosen))
+    return cells
+
+
+# --------------------------------------------------------------------------- report
+
+
+def versions(wrk: str) -> dict[str, str]:
+    venv_python = str(VENV / "bin" / "python")
+    meta = capture([venv_python, "-c",
+                    "import importlib.metadata as m, sys\n"
+                    "for p in ('uvicorn','granian','uvloop','httptools','starlette','fastapi','pydantic'):\n"
+                    "    try: print(p, m.version(p))\n"
+                    "    except Exception: print(p, '?')\n"
+                    "print('python', sys.version.split()[0])"])
+    found = dict(line.split(" ", 1) for line in meta.splitlines() if " " in line)
+    wrk_version = ""
+    with contextlib.suppress(OSError):
+        wrk_out = subprocess.run([wrk, "-v"], capture_output=True, text=True)
+        wrk_version = (wrk_out.stdout + wrk_out.stderr).splitlines()[0].split(" [")[0]
+    found["wrk"] = wrk_version.removeprefix("wrk ").strip() or "?"
+    found["rustc"] = capture(["rustc", "--version"]).removeprefix("rustc ") or "?"
+    return found
+
+
+def loadavg() -> str:
+    with contextlib.suppress(OSError):
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return "?"
+
+
+def machine() -> dict[str, str]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.0f} GiB"
+    commit = capture(["git", "rev-parse", "--short", "HEAD"]) or "no commit yet"
+    if capture(["git", "status", "--porcelain", "--untracked-files=no"]) or commit == "no commit yet":
+        commit += " (with uncommitted changes)" if commit != "no commit yet" else " (working tree)"
+    return {"nproc": str(os.cpu_count()), "cpu": cpu, "memory": mem, "kernel": platform.release(),
+            "commit": commit}
+
+
+def render(cells: list[Cell], ctx, started: dt.datetime, elapsed: float) -> str:
+    mach, vers = machine(), versions(ctx.wrk)
+    apps = {app.key: app for app in APPS}
+    lines = [
+        f"# Benchmark {started:%Y-%m-%d %H:%M}{' (quick)' if ctx.quick else ''}",
+        "",
+        f"- Command: `{ctx.command}` ({elapsed / 60:.1f} min)",
+        f"- Machine: {mach['nproc']} CPUs, {mach['cpu']}, {mach['memory']} RAM, Linux {mach['kernel']}",
+        f"- Pinning: {ctx.pin_note}; load average (1/5/15 min) before {ctx.load_before}, "
+        f"after {ctx.load_after} (anything else busy on the machine skews the numbers)",
+        f"- Commit: {mach['commit']}; rustc {vers.get('rustc', '?')}",
+        f"- Python {vers.get('python', '?')}; uvicorn {vers.get('uvicorn', '?')} (uvloop {vers.get('uvloop', '?')}, "
+        f"httptools {vers.get('httptools', '?')}); granian {vers.get('granian', '?')}; "
+        f"starlette {vers.get('starlette', '?')}; fastapi {vers.get('fastapi', '?')} "
+        f"(pydantic {vers.get('pydantic', '?')}); wrk {vers.get('wrk', '?')}",
+        f"- Each run: fresh server process, {ctx.warmup:g} s warm-up, {ctx.duration:g} s measured with "
+        f"`wrk -t1 -cN --timeout {WRK_TIMEOUT}`; {ctx.reps} repetition(s), servers interleaved within a cell. "
+        f"One worker process per server; rust-asgi-server and bench_mixed run with `--loop {ctx.ours_loop}`, "
+        "uvicorn and granian with `--loop uvloop` (uvicorn also `--http httptools`).",
+        "- req/s: median over repetitions (min–max); p50/p99: medians of each run's wrk latency percentiles; "
+        "CPU/req: the server's CPU time (user + system, whole process tree) per request, median; "
+        "peak RSS: the largest VmHWM (summed over the server's process tree) seen in any repetition; "
+        "other load: the largest share of the two benchmark CPUs that anything but the server and wrk "
+        "used during a measured run (should be ~0%; more means the numbers are disturbed). "
+        "A cell is FAILED when any run had a socket error, a timeout, an HTTP status >= 400, a wrong "
+        "answer to the check request, or the server died.",
+        "",
+        "## Summary (median req/s)",
+        "",
+    ]
+    asgi_cells = [cell for cell in cells if not apps[cell.app].rust_route]
+    rust_cells = [cell for cell in cells if apps[cell.app].rust_route]
+    if asgi_cells:
+        lines += ["| cell | ours | uvicorn | granian | ours/uvicorn | ours/granian |",
+                  "|---|--:|--:|--:|--:|--:|"]
+        for cell in asgi_cells:
+            lines.append("| " + " | ".join(
+                [f"{cell.app} c={cell.concurrency}"]
+                + [summary_value(cell, server) for server in ASGI_SERVERS]
+                + [ratio(cell, "ours", "uvicorn"), ratio(cell, "ours", "granian")]) + " |")
+        lines.append("")
+    if rust_cells:
+        lines += ["| cell | mixed (ours) | bare axum | mixed/axum |", "|---|--:|--:|--:|"]
+        for cell in rust_cells:
+            lines.append("| " + " | ".join(
+                [f"{cell.app} c={cell.concurrency}"]
+                + [summary_value(cell, server) for server in RUST_SERVERS]
+                + [ratio(cell, "mixed", "axum")]) + " |")
+        lines.append("")
+    lines += ["## Cells", ""]
+    for cell in cells:
+        app = apps[cell.app]
+        lines += [f"### {app.title} — c={cell.concurrency}", "",
+                  f"`{app.method} {app.path}`" + (f" on `{app.target}`" if not app.rust_route else
+                                                  f" (bench_mixed falls back to `{app.target}`)"), "",
+                  "| server | req/s median | min–max | p50 | p99 | CPU/req | peak RSS | other load | errors |",
+                  "|---|--:|--:|--:|--:|--:|--:|--:|---|"]
+        for server in cell.servers:
+            runs = cell.runs_of(server)
+            label = SERVER_LABELS[server]
+            good = [run for run in runs if run.wrk]
+            if not good:
+                reason = runs[0].reason if runs else "not run"
+                lines.append(f"| {label} | FAILED | | | | | | | {escape(reason)} |")
+                continue
+            rps = [run.rps for run in good]
+            median = fmt_rps(statistics.median(rps))
+            if cell.failed(server):
+                median = f"FAILED ({median})"
+            errors = "; ".join(f"rep {run.rep + 1}: {escape(run.reason)}" for run in runs if not run.ok) or "0"
+            lines.append("| " + " | ".join([
+                label, median, f"{fmt_rps(min(rps))}–{fmt_rps(max(rps))}",
+                fmt_us(statistics.median(run.p50_us for run in good)),
+                fmt_us(statistics.median(run.p99_us for run in good)),
+                fmt_us(statistics.median(run.server_cpu_s / max(run.wrk["requests"], 1) * 1e6 for run in good)),
+                fmt_mib(max(run.rss_kib for run in good)),
+                f"{max(run.other_load for run in good):.0%}", errors]) + " |")
+        ratios = [f"{num}/{den} = {ratio(cell, num, den)}" for num, den in RATIOS
+                  if num in cell.servers and den in cell.servers]
+        if ratios:
+            lines += ["", "Ratio of median req/s: " + ", ".join(ratios)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def summary_value(cell: Cell, server: str) -> str:
+    if server not in cell.servers:
+        return ""
+    value = cell.median_rps(server)
+    return "FAILED" if value is None else fmt_rps(value)
+
+
+def ratio(cell: Cell, num: str, den: str) -> str:
+    if num not in cell.servers or den not in cell.servers:
+        return ""
+    a, b = cell.median_rps(num), cell.median_rps(den)
+    if a is None or b is None or not b:
+        return "n/a"
+    return f"{a / b:.2f}×"
+
+
+def escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+# --------------------------------------------------------------------------- main
+
+
+class Context:
+    pass
+
+
+def interrupted(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 repetition, 3 s runs, 1 s warm-up")
+    parser.add_argument("--filter", action="append", default=[], metavar="SUBSTR",
+                        help="run only APP/cN/SERVER names containing SUBSTR (comma = or; repeat = and), "
+                             "e.g. raw-echo, c256, granian, fastapi/c50/ours")
+    parser.add_argument("--duration", type=float, help="seconds per measured run (default 10, quick 3)")
+    parser.add_argument("--warmup", type=float, help="seconds of warm-up per run (default 2, quick 1)")
+    parser.add_argument("--reps", type=int, help="repetitions per cell (default 3, quick 1)")
+    parser.add_argument("--no-build", action="store_true", help="use the binaries already in target/release")
+    parser.add_argument("--no-install", action="store_true", help="do not pip install into bench/.venv")
+    parser.add_argument("--upgrade", action="store_true", help="pip install --upgrade the peers")
+    parser.add_argument("--ours-loop", choices=["uvloop", "asyncio", "auto"], default="uvloop",
+                        help="--loop for rust-asgi-server (default uvloop, like the peers)")
+    parser.add_argument("--idle-wait", type=float, default=30.0, metavar="SECONDS",
+                        help="before each run, wait up to this long for the benchmark CPUs to be idle "
+                             "(default 30; 0 disables)")
+    parser.add_argument("--list", action="store_true", help="print the selected runs and exit")
+    parser.add_argument("--output", type=Path, help="report path (default bench/results/DATE[-quick].md)")
+    args = parser.parse_args()
+
+    OURS_LOOP[0] = args.ours_loop
+    ctx = Context()
+    ctx.ours_loop = args.ours_loop
+    ctx.idle_wait = args.idle_wait
+    ctx.quick = args.quick
+    ctx.duration = args.duration if args.duration is not None else (3.0 if args.quick else 10.0)
+    ctx.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
+    ctx.reps = args.reps if args.reps is not None else (1 if args.quick else 3)
+    ctx.command = shlex.join(["python3", "bench/run.py"] + sys.argv[1:])
+
+    cells = build_cells(args.filter)
+    if not cells:
+        die(f"--filter {args.filter} selects nothing; names look like raw-echo/c50/granian")
+    total_runs = sum(len(cell.servers) for cell in cells) * ctx.reps
+    if args.list:
+        for cell in cells:
+            print(cell.key, " ".join(cell.servers))
+        print(f"{total_runs} runs")
+        return 0
+
+    build(args)
+    setup_venv(args)
+    ctx.wrk = ensure_wrk()
+    ctx.server_pin, ctx.wrk_pin, ctx.pin_note = pinning()
+    ctx.cpus = [int(SERVER_CPU), int(WRK_CPU)] if ctx.server_pin else None
+
+    estimate = total_runs * (ctx.duration + ctx.warmup + 1.5)
+    log(f"bench: {len(cells)} cells, {total_runs} runs, about {estimate / 60:.0f} min")
+    started = dt.datetime.now()
+    ctx.load_before = loadavg()
+    with contextlib.suppress(ValueError):
+        if float(ctx.load_before.split()[0]) > 0.5:
+            log(f"bench: warning: load average {ctx.load_before}: something else is using the CPUs, "
+                "the numbers will be noisy")
+    # A SIGTERM (e.g. from a CI timeout) unwinds like Ctrl-C, so the running server is stopped.
+    signal.signal(signal.SIGTERM, interrupted)
+    t0 = time.monotonic()
+    apps = {app.key: app for app in APPS}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        ctx.logdir = Path(tmp)
+        snapshot_binaries(Path(tmp))
+        ctx.script = Path(tmp) / "bench.lua"
+        ctx.script.write_text(WRK_LUA)
+        done = 0
+        for cell in cells:
+            app = apps[cell.app]
+            for rep in range(ctx.reps):
+                for server in cell.servers:
+                    done += 1
+                    run = measure(server, app, cell.concurrency, rep, ctx)
+                    cell.runs.append(run)
+                    status = (f"{fmt_rps(run.rps)} req/s, p50 {fmt_us(run.p50_us)}, p99 {fmt_us(run.p99_us)}, "
+                              f"RSS {fmt_mib(run.rss_kib)}") if run.ok else f"FAILED: {run.reason}"
+                    log(f"[{done}/{total_runs}] {cell.key} {server} rep {rep + 1}: {status}")
+    elapsed = time.monotonic() - t0
+    ctx.load_after = loadavg()
+
+    report = render(cells, ctx, started, elapsed)
+    print(report)
+    if args.output:
+        out = args.output
+    else:
+        suffix = ("-quick" if ctx.quick else "") + ("-filtered" if args.filter else "")
+        out = RESULTS / f"{started:%Y-%m-%d}{suffix}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report + "\n")
+    raw = {"started": started.isoformat(timespec="seconds"), "command": ctx.command,
+           "duration": ctx.duration, "warmup": ctx.warmup, "reps": ctx.reps,
+           "cells": [{"app": c.app, "concurrency": c.concurrency, "runs": [asdict(r) for r in c.runs]}
+                     for c in cells]}
+    out.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")
+    log(f"bench: report written to {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("bench: interrupted; no report written")
+        sys.exit(130)

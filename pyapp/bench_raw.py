@@ -1,0 +1,71 @@
+"""Raw ASGI 3 apps used by the benchmark (bench/run.py): no framework, so the numbers
+measure the server and its bridge to Python rather than a framework's routing.
+
+- ``echo``:   POST, answers with the request body (the benchmark posts ``hello``).
+- ``hello``:  GET, answers ``Hello, world!`` as text/plain.
+- ``stream``: GET, answers 1 MiB streamed in 64 KiB chunks (``more_body=True``).
+"""
+
+HELLO_BODY = b"Hello, world!"
+TEXT_HEADERS = [
+    (b"content-type", b"text/plain; charset=utf-8"),
+    (b"content-length", str(len(HELLO_BODY)).encode()),
+]
+
+CHUNK = b"x" * (64 * 1024)
+CHUNKS = 16  # 16 x 64 KiB = 1 MiB
+STREAM_HEADERS = [
+    (b"content-type", b"application/octet-stream"),
+    (b"content-length", str(len(CHUNK) * CHUNKS).encode()),
+]
+
+
+async def _lifespan(receive, send):
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def hello(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    await send({"type": "http.response.start", "status": 200, "headers": TEXT_HEADERS})
+    await send({"type": "http.response.body", "body": HELLO_BODY})
+
+
+async def echo(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    parts = []
+    more_body = True
+    while more_body:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        parts.append(message.get("body", b""))
+        more_body = message.get("more_body", False)
+    body = b"".join(parts)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/octet-stream"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def stream(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+    for _ in range(CHUNKS):
+        await send({"type": "http.response.body", "body": CHUNK, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})

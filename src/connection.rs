@@ -1,0 +1,369 @@
+//! Serving one accepted connection: the TLS handshake, the HTTP versions spoken, the
+//! per-request plumbing (connection info, access log, request budget) and the two stages of
+//! shutdown: draining (finish in-flight requests, take no new ones) and closing (drop it).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::access_log::{LoggedBody, RequestLine};
+use crate::asgi::ConnectionInfo;
+use crate::asgi::body::BoxError;
+use crate::listener::Stream;
+use crate::server::{ServerHandle, ServerOptions};
+
+/// Which HTTP versions the server speaks (`--http`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum HttpVersions {
+    /// HTTP/1.1, and HTTP/2 by ALPN over TLS or with prior knowledge in cleartext (h2c).
+    #[default]
+    Auto,
+    /// HTTP/1.1 only. uvicorn's implementation names `h11` and `httptools` mean this too.
+    #[value(name = "1", alias = "h11", alias = "httptools")]
+    Http1,
+    /// HTTP/2 only: ALPN `h2` over TLS, prior knowledge in cleartext.
+    #[value(name = "2")]
+    Http2,
+}
+
+impl HttpVersions {
+    /// What TLS offers by ALPN, preferred first.
+    pub fn alpn_protocols(self) -> Vec<Vec<u8>> {
+        let (h2, http11) = (b"h2".to_vec(), b"http/1.1".to_vec());
+        match self {
+            HttpVersions::Auto => vec![h2, http11],
+            HttpVersions::Http1 => vec![http11],
+            HttpVersions::Http2 => vec![h2],
+        }
+    }
+}
+
+/// The hyper connection builder for the HTTP versions spoken, configured once.
+///
+/// HTTP/1 only is its own builder rather than the auto builder's `http1_only`, which the
+/// auto builder ignores for connections that may be upgraded (websockets).
+pub(crate) enum Protocols {
+    Auto(auto::Builder<TokioExecutor>),
+    Http1(http1::Builder),
+    Http2(http2::Builder<TokioExecutor>),
+}
+
+impl Protocols {
+    pub fn new(versions: HttpVersions, options: &ServerOptions) -> Self {
+        let max_buf_size = options.max_header_bytes.max(8192);
+        match versions {
+            HttpVersions::Auto => {
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .keep_alive(true)
+                    .max_buf_size(max_buf_size)
+                    .header_read_timeout(options.header_read_timeout);
+                builder.http2().timer(TokioTimer::new());
+                Protocols::Auto(builder)
+            }
+            HttpVersions::Http1 => {
+                let mut builder = http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .keep_alive(true)
+                    .max_buf_size(max_buf_size)
+                    .header_read_timeout(options.header_read_timeout);
+                Protocols::Http1(builder)
+            }
+            HttpVersions::Http2 => {
+                let mut builder = http2::Builder::new(TokioExecutor::new());
+                builder.timer(TokioTimer::new());
+                Protocols::Http2(builder)
+            }
+        }
+    }
+}
+
+/// The shutdown stages every connection watches.
+#[derive(Clone, Default)]
+pub(crate) struct Shutdown {
+    /// Finish the requests in flight, then close (HTTP/1 stops keep-alive, HTTP/2 sends GOAWAY).
+    pub draining: CancellationToken,
+    /// Drop the connection now; its requests' apps see `http.disconnect`.
+    pub closing: CancellationToken,
+}
+
+/// `--limit-max-requests`: counts requests and starts the server's graceful shutdown when
+/// the limit is reached, so a supervisor can replace the process.
+pub(crate) struct RequestBudget {
+    limit: u64,
+    served: AtomicU64,
+    server: ServerHandle,
+}
+
+impl RequestBudget {
+    pub fn new(limit: u64, server: ServerHandle) -> Self {
+        RequestBudget {
+            limit,
+            served: AtomicU64::new(0),
+            server,
+        }
+    }
+
+    fn count(&self) {
+        if self.served.fetch_add(1, Ordering::Relaxed) + 1 == self.limit {
+            tracing::info!(
+                "served {} requests (--limit-max-requests): shutting down",
+                self.limit
+            );
+            self.server.shutdown();
+        }
+    }
+}
+
+/// What every connection of one listener shares.
+pub(crate) struct ConnectionSetup<S> {
+    pub service: S,
+    pub protocols: Arc<Protocols>,
+    pub tls: Option<TlsAcceptor>,
+    pub handshake_timeout: Duration,
+    pub access_log: bool,
+    pub budget: Option<Arc<RequestBudget>>,
+    pub shutdown: Shutdown,
+}
+
+impl<S: Clone> Clone for ConnectionSetup<S> {
+    fn clone(&self) -> Self {
+        ConnectionSetup {
+            service: self.service.clone(),
+            protocols: self.protocols.clone(),
+            tls: self.tls.clone(),
+            handshake_timeout: self.handshake_timeout,
+            access_log: self.access_log,
+            budget: self.budget.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+}
+
+impl<S, B> ConnectionSetup<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// Serves `stream` until the client is done or shutdown closes it.
+    pub async fn serve(self, stream: Stream, connection: ConnectionInfo) {
+        let peer = connection.client;
+        let Some(tls) = &self.tls else {
+            return self.serve_http(stream, connection).await;
+        };
+        let handshake = tokio::time::timeout(self.handshake_timeout, tls.accept(stream));
+        let stream = tokio::select! {
+            handshake = handshake => match handshake {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => return log_end(peer, "TLS handshake failed", &err),
+                Err(_) => return log_end(peer, "TLS handshake", &"timed out"),
+            },
+            () = self.shutdown.draining.cancelled() => return,
+        };
+        self.serve_http(stream, connection).await;
+    }
+
+    async fn serve_http<I>(self, io: I, connection: ConnectionInfo)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = TokioIo::new(io);
+        // Each request learns where it came from, is counted, and has its response body
+        // wrapped for the access log.
+        let service = self.service.clone();
+        let access_log = self.access_log;
+        let budget = self.budget.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(connection);
+            if let Some(budget) = &budget {
+                budget.count();
+            }
+            let line = access_log.then(|| RequestLine::new(&request, connection.client));
+            let response = service.clone().oneshot(request);
+            async move {
+                let response = response.await?;
+                Ok::<_, Infallible>(match line {
+                    Some(line) => {
+                        let status = response.status();
+                        response
+                            .map(|body| MaybeLogged::Logged(LoggedBody::new(body, line, status)))
+                    }
+                    None => response.map(MaybeLogged::Plain),
+                })
+            }
+        });
+        let shutdown = &self.shutdown;
+        let peer = connection.client;
+        let result = match &*self.protocols {
+            Protocols::Auto(builder) => drive(
+                builder.serve_connection_with_upgrades(io, service),
+                auto::UpgradeableConnection::graceful_shutdown,
+                shutdown,
+            )
+            .await
+            .map_err(|err| err.to_string()),
+            Protocols::Http1(builder) => drive(
+                builder.serve_connection(io, service).with_upgrades(),
+                http1::UpgradeableConnection::graceful_shutdown,
+                shutdown,
+            )
+            .await
+            .map_err(|err| err.to_string()),
+            Protocols::Http2(builder) => drive(
+                builder.serve_connection(io, service),
+                http2::Connection::graceful_shutdown,
+                shutdown,
+            )
+            .await
+            .map_err(|err| err.to_string()),
+        };
+        if let Err(err) = result {
+            log_end(peer, "connection ended with an error", &err);
+        }
+    }
+}
+
+fn log_end(peer: Option<SocketAddr>, what: &str, detail: &dyn std::fmt::Display) {
+    match peer {
+        Some(peer) => tracing::debug!("{what} (client {peer}): {detail}"),
+        None => tracing::debug!("{what}: {detail}"),
+    }
+}
+
+/// Runs a hyper connection through the shutdown stages: on draining it is asked to finish
+/// gracefully, on closing it is dropped.
+async fn drive<C, E>(
+    connection: C,
+    graceful_shutdown: fn(Pin<&mut C>),
+    shutdown: &Shutdown,
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => return result,
+        () = shutdown.draining.cancelled() => graceful_shutdown(connection.as_mut()),
+        () = shutdown.closing.cancelled() => return Ok(()),
+    }
+    tokio::select! {
+        result = connection => result,
+        () = shutdown.closing.cancelled() => Ok(()),
+    }
+}
+
+/// The response body with or without access logging, as one type for hyper.
+enum MaybeLogged<B: Body> {
+    Logged(LoggedBody<B>),
+    Plain(B),
+}
+
+impl<B> Body for MaybeLogged<B>
+where
+    B: Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        match self.get_mut() {
+            MaybeLogged::Logged(body) => Pin::new(body).poll_frame(cx),
+            MaybeLogged::Plain(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            MaybeLogged::Logged(body) => body.is_end_stream(),
+            MaybeLogged::Plain(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            MaybeLogged::Logged(body) => body.size_hint(),
+            MaybeLogged::Plain(body) => body.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpn_offers_h2_first_unless_restricted() {
+        assert_eq!(
+            HttpVersions::Auto.alpn_protocols(),
+            [&b"h2"[..], b"http/1.1"]
+        );
+        assert_eq!(HttpVersions::Http1.alpn_protocols(), [&b"http/1.1"[..]]);
+        assert_eq!(HttpVersions::Http2.alpn_protocols(), [&b"h2"[..]]);
+    }
+
+    #[tokio::test]
+    async fn the_request_budget_shuts_the_server_down_once_at_the_limit() {
+        let handle = ServerHandle::new();
+        let mut stopped = handle.subscribe_shutdown();
+        let budget = RequestBudget::new(3, handle);
+        budget.count();
+        budget.count();
+        assert!(!*stopped.borrow_and_update());
+        budget.count();
+        assert!(*stopped.borrow_and_update());
+        budget.count();
+        assert_eq!(budget.served.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test]
+    async fn draining_asks_the_connection_to_finish_and_closing_drops_it() {
+        use std::sync::atomic::AtomicBool;
+        static ASKED: AtomicBool = AtomicBool::new(false);
+        let shutdown = Shutdown::default();
+        let connection = std::future::pending::<Result<(), ()>>();
+        let driven = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                drive(
+                    connection,
+                    |_| ASKED.store(true, Ordering::SeqCst),
+                    &shutdown,
+                )
+                .await
+            }
+        });
+        shutdown.draining.cancel();
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(ASKED.load(Ordering::SeqCst));
+        assert!(!driven.is_finished());
+        shutdown.closing.cancel();
+        assert_eq!(driven.await.unwrap(), Ok(()));
+    }
+}
