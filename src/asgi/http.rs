@@ -412,25 +412,13 @@ impl HttpCycle {
                 "Unexpected ASGI message 'http.response.start' sent: the response has already started.",
             ));
         };
-        let status = message
-            .get_item(intern!(py, "status"))?
-            .ok_or_else(|| PyValueError::new_err("'http.response.start' has no 'status'"))?
-            .extract::<u16>()?;
-        let status = StatusCode::from_u16(status)
-            .map_err(|_| PyValueError::new_err(format!("invalid HTTP status code {status}")))?;
-        let headers = match message.get_item(intern!(py, "headers"))? {
-            Some(headers) => header_map(&headers)?,
-            None => HeaderMap::new(),
-        };
+        let head = response_head(message, "http.response.start")?;
         let trailers = flag(message, intern!(py, "trailers"))?;
         let ResponseState::NotStarted { sender } =
             std::mem::replace(&mut self.response, ResponseState::Complete)
         else {
             unreachable!("checked above");
         };
-        let (mut head, ()) = Response::new(()).into_parts();
-        head.status = status;
-        head.headers = headers;
         self.response = ResponseState::Started {
             sender,
             head,
@@ -630,6 +618,28 @@ impl IntoMessage for Incoming {
         }
         Ok(message.into_any().unbind())
     }
+}
+
+/// The `status` and `headers` of a `*.response.start` message as a response head.
+pub(crate) fn response_head(
+    message: &Bound<'_, PyDict>,
+    message_type: &str,
+) -> PyResult<http::response::Parts> {
+    let py = message.py();
+    let status = message
+        .get_item(intern!(py, "status"))?
+        .ok_or_else(|| PyValueError::new_err(format!("'{message_type}' has no 'status'")))?
+        .extract::<u16>()?;
+    let status = StatusCode::from_u16(status)
+        .map_err(|_| PyValueError::new_err(format!("invalid HTTP status code {status}")))?;
+    let headers = match message.get_item(intern!(py, "headers"))? {
+        Some(headers) => header_map(&headers)?,
+        None => HeaderMap::new(),
+    };
+    let (mut head, ()) = Response::new(()).into_parts();
+    head.status = status;
+    head.headers = headers;
+    Ok(head)
 }
 
 pub(crate) fn flag(message: &Bound<'_, PyDict>, key: &Bound<'_, PyString>) -> PyResult<bool> {

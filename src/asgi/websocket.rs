@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::awaitable::ready;
 use super::body::ResponseBody;
-use super::http::{flag, header_map, plain_response, request_head};
+use super::http::{flag, header_map, plain_response, request_head, response_head};
 use super::parking::{Closed, Inbox, IntoMessage, Outbox};
 use super::scope::{self, RequestHead};
 use crate::python::{EventLoop, format_traceback};
@@ -296,7 +296,7 @@ impl WebSocketCycle {
                 "websocket.accept" => cycle.accept(py, message)?,
                 "websocket.send" => cycle.send_data(py, message)?,
                 "websocket.close" => cycle.close(py, message)?,
-                "websocket.http.response.start" => cycle.denial_start(py, message)?,
+                "websocket.http.response.start" => cycle.denial_start(message)?,
                 "websocket.http.response.body" => cycle.denial_body(py, message)?,
                 other => {
                     return Err(PyRuntimeError::new_err(format!(
@@ -446,19 +446,8 @@ impl WebSocketCycle {
         }
     }
 
-    fn denial_start(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<Push> {
-        let status = message
-            .get_item(intern!(py, "status"))?
-            .ok_or_else(|| {
-                PyValueError::new_err("'websocket.http.response.start' has no 'status'")
-            })?
-            .extract::<u16>()?;
-        let status = StatusCode::from_u16(status)
-            .map_err(|_| PyValueError::new_err(format!("invalid HTTP status code {status}")))?;
-        let headers = match message.get_item(intern!(py, "headers"))? {
-            Some(headers) => header_map(&headers)?,
-            None => HeaderMap::new(),
-        };
+    fn denial_start(&mut self, message: &Bound<'_, PyDict>) -> PyResult<Push> {
+        let head = response_head(message, "websocket.http.response.start")?;
         let mut handshake = self.handshake("websocket.http.response.start")?;
         if handshake.denial.is_some() {
             self.phase = Phase::Handshake(Box::new(handshake));
@@ -466,9 +455,6 @@ impl WebSocketCycle {
                 "Unexpected ASGI message 'websocket.http.response.start' sent twice.",
             ));
         }
-        let (mut head, ()) = Response::new(()).into_parts();
-        head.status = status;
-        head.headers = headers;
         handshake.denial = Some((head, BytesMut::new()));
         self.phase = Phase::Handshake(Box::new(handshake));
         Ok(None)
