@@ -408,6 +408,15 @@ async def _fail_double_start(scope, receive, send):
     await send({"type": "http.response.body", "body": b"should not be sent"})
 
 
+async def _fail_system_exit(scope, receive, send):
+    raise SystemExit("conformance: sys.exit() inside a request")
+
+
+async def _fail_stop_loop(scope, receive, send):
+    asyncio.get_running_loop().stop()
+    await asyncio.sleep(10)
+
+
 FAILURES = {
     "/fail/before-start": _fail_before_start,
     "/fail/after-start": _fail_after_start,
@@ -417,6 +426,8 @@ FAILURES = {
     "/fail/newline-value": _fail_newline_value,
     "/fail/str-value": _fail_str_value,
     "/fail/double-start": _fail_double_start,
+    "/fail/system-exit": _fail_system_exit,
+    "/fail/stop-loop": _fail_stop_loop,
 }
 
 ROUTES = {

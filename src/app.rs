@@ -69,6 +69,12 @@ impl PythonApp {
         self.event_loop.finish_apps(grace).await
     }
 
+    /// Resolves if the loop thread ended without [`PythonApp::stop`] (the app stopped the
+    /// loop, or a bug): requests can no longer be served.
+    pub async fn loop_died(&self) {
+        self.event_loop.died().await;
+    }
+
     /// Stops the loop thread after lifespan shutdown.
     pub fn stop(mut self) {
         self.event_loop.stop();

@@ -203,11 +203,25 @@ where
         for listener in listeners {
             accepting.spawn(accept_loop(listener, setup.clone(), connections.clone()));
         }
-        shutdown_signal(self.handle.subscribe_shutdown()).await;
-        tracing::info!("shutting down: no new connections, waiting for in-flight requests");
+        let loop_died = tokio::select! {
+            () = shutdown_signal(self.handle.subscribe_shutdown()) => false,
+            () = python.loop_died() => true,
+        };
         // Ending the accept loops drops the listeners (and removes Unix socket files).
         accepting.abort_all();
         while accepting.join_next().await.is_some() {}
+        if loop_died {
+            // Requests still waiting on Python would wait forever: cut them off.
+            setup.shutdown.draining.cancel();
+            setup.shutdown.closing.cancel();
+            connections.close();
+            connections.wait().await;
+            stop_python(python).await;
+            return Err(Error::new(
+                "the Python event loop stopped unexpectedly (see the error above); exiting",
+            ));
+        }
+        tracing::info!("shutting down: no new connections, waiting for in-flight requests");
         setup.shutdown.draining.cancel();
         connections.close();
         match options.timeout_graceful_shutdown {

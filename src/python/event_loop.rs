@@ -10,6 +10,13 @@
 //! woken. Writing at once instead woke the loop for about three requests at a time and cost
 //! one thread switch per request (measured: 1.1 switches/request at 50 connections, 0.12
 //! with the deferred write).
+//!
+//! The loop runs until [`EventLoop::stop`]. `SystemExit` or `KeyboardInterrupt` raised by an
+//! app escape asyncio's `run_forever` after the app's task has recorded them, so the loop
+//! just resumes and the request ends in a 500 like any other failure (as under uvicorn).
+//! Any other end (the app called `loop.stop()`, a panic) is fatal: queued and future jobs are
+//! dropped, which answers their requests with 500, and [`EventLoop::died`] tells the server
+//! to exit with an error instead of hanging every request.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -19,9 +26,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PySet};
+use tokio_util::sync::CancellationToken;
 
 use super::app::{AppSpec, LoopKind, load_app};
 
@@ -52,6 +61,10 @@ struct Shared {
     wake_soon: tokio::sync::Notify,
     runtime: tokio::runtime::Handle,
     objects: OnceLock<LoopObjects>,
+    /// Set by [`EventLoop::stop`]: the loop ending afterwards is expected.
+    stopping: AtomicBool,
+    /// Fired when the loop ended without being asked to.
+    died: CancellationToken,
 }
 
 /// A cheap, cloneable handle to the loop thread.
@@ -84,6 +97,8 @@ impl EventLoop {
                 wake_soon: tokio::sync::Notify::new(),
                 runtime,
                 objects: OnceLock::new(),
+                stopping: AtomicBool::new(false),
+                died: CancellationToken::new(),
             }),
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -95,12 +110,7 @@ impl EventLoop {
                     |py| match thread_loop.prepare(py, &spec, loop_kind, wake_reader) {
                         Ok(run_forever) => {
                             let _ = ready_tx.send(Ok(()));
-                            if let Err(err) = run_forever.call0() {
-                                tracing::error!(
-                                    "the asyncio loop stopped with an error:\n{}",
-                                    super::format_traceback(py, &err)
-                                );
-                            }
+                            thread_loop.run(py, &run_forever);
                         }
                         Err(message) => {
                             let _ = ready_tx.send(Err(message));
@@ -163,13 +173,65 @@ impl EventLoop {
         setup().map_err(|err| super::format_traceback(py, &err))
     }
 
-    /// Queues a job for the loop thread, waking it only if it was idle.
-    pub fn submit(&self, job: Job) {
+    /// Runs the asyncio loop until [`EventLoop::stop`] (see the module documentation).
+    fn run(&self, py: Python<'_>, run_forever: &Bound<'_, PyAny>) {
+        loop {
+            let outcome = run_forever.call0();
+            if self.shared.stopping.load(Ordering::Acquire) {
+                if let Err(err) = outcome {
+                    tracing::error!(
+                        "the asyncio loop stopped with an error:\n{}",
+                        super::format_traceback(py, &err)
+                    );
+                }
+                return;
+            }
+            match outcome {
+                Err(err)
+                    if err.is_instance_of::<PySystemExit>(py)
+                        || err.is_instance_of::<PyKeyboardInterrupt>(py) =>
+                {
+                    continue;
+                }
+                Err(err) => tracing::error!(
+                    "the asyncio loop stopped with an error:\n{}",
+                    super::format_traceback(py, &err)
+                ),
+                Ok(_) => tracing::error!("the asyncio loop was stopped by the app (loop.stop())"),
+            }
+            self.shared.died.cancel();
+            self.drop_queued_jobs();
+            return;
+        }
+    }
+
+    /// Resolves if the loop thread ended without [`EventLoop::stop`]: nothing will run
+    /// Python any more.
+    pub async fn died(&self) {
+        self.shared.died.cancelled().await;
+    }
+
+    /// Dropping a job drops its response sender, which answers its request with a 500.
+    fn drop_queued_jobs(&self) {
+        let jobs = std::mem::take(&mut *self.queue());
+        drop(jobs);
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Job>> {
         self.shared
             .queue
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(job);
+    }
+
+    /// Queues a job for the loop thread, waking it only if it was idle.
+    pub fn submit(&self, job: Job) {
+        self.queue().push(job);
+        // Checked after queueing: either the dying loop thread or this call drops the job.
+        if self.shared.died.is_cancelled() {
+            self.drop_queued_jobs();
+            return;
+        }
         if !self.shared.wake_scheduled.swap(true, Ordering::AcqRel) {
             if tokio::runtime::Handle::try_current().is_ok() {
                 self.shared.wake_soon.notify_one();
@@ -268,6 +330,7 @@ impl EventLoop {
 
     /// Asks the asyncio loop to stop after the jobs queued so far.
     pub fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
         let event_loop = self.clone();
         self.submit(Box::new(move |py| {
             if let Err(err) = event_loop.objects().event_loop.call_method0(py, "stop") {
@@ -297,13 +360,7 @@ impl Drainer {
         let shared = &self.event_loop.shared;
         // Cleared before taking the queue: a job pushed after this point wakes us again.
         shared.wake_scheduled.store(false, Ordering::Release);
-        std::mem::swap(
-            &mut *shared
-                .queue
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-            &mut self.batch,
-        );
+        std::mem::swap(&mut *self.event_loop.queue(), &mut self.batch);
         for job in self.batch.drain(..) {
             job(py);
         }

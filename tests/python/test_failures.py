@@ -32,6 +32,15 @@ def settled_logs(server, wait_for: str) -> str:
     return server.logs()
 
 
+def get_unless_cut(server, path: str, timeout: float = 5):
+    """The response to GET ``path``, or None when the server closed the connection instead."""
+    with httpx.Client(base_url=server.url, timeout=timeout) as client:
+        try:
+            return client.get(path)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            return None
+
+
 def get_incomplete(server, path: str):
     """GET that must end in a protocol error: the response started but was cut."""
     with httpx.Client(base_url=server.url, timeout=10) as client:
@@ -78,11 +87,7 @@ def test_unknown_message_type_gives_500_and_names_it_in_log(server):
 
 
 def test_header_value_with_newline_is_refused_and_never_injected(server):
-    with httpx.Client(base_url=server.url, timeout=5) as client:
-        try:
-            response = client.get("/fail/newline-value")
-        except (httpx.RemoteProtocolError, httpx.ReadError):
-            response = None
+    response = get_unless_cut(server, "/fail/newline-value")
     if response is not None:
         assert "x-injected" not in response.headers
         assert response.status_code == 500
@@ -111,11 +116,8 @@ def test_str_header_instead_of_bytes_gives_500_and_is_logged(server):
 
 
 def test_second_response_start_is_refused_and_logged(server):
-    with httpx.Client(base_url=server.url, timeout=5) as client:
-        try:
-            response = client.get("/fail/double-start")
-        except (httpx.RemoteProtocolError, httpx.ReadError):
-            response = None  # the connection was closed: fine when the first start was already sent
+    # A closed connection is fine when the first start was already sent.
+    response = get_unless_cut(server, "/fail/double-start")
     if response is not None:
         assert response.status_code == 500
     settled_logs(server, "http.response.start")
@@ -129,3 +131,21 @@ def test_many_failures_in_a_row_do_not_break_the_server(server):
             assert client.get("/ok").text == "ok"
     logs = settled_logs(server, "failed before http.response.start")
     assert logs.count("in _fail_before_start") == 20
+
+
+def test_system_exit_in_the_app_gives_500_and_the_server_carries_on(server):
+    response = httpx.get(server.url + "/fail/system-exit")
+    assert response.status_code == 500
+    logs = settled_logs(server, "sys.exit() inside a request")
+    assert logs.count("in _fail_system_exit") == 1, logs
+    still_serves(server)
+    assert server.alive()
+
+
+def test_app_stopping_the_event_loop_ends_the_server_with_an_error(server):
+    # Nothing can run Python any more: the server must not hang on every request.
+    response = get_unless_cut(server, "/fail/stop-loop", timeout=10)
+    if response is not None:
+        assert response.status_code == 500
+    server.proc.wait(timeout=10)
+    assert server.proc.returncode != 0
