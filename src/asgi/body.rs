@@ -9,6 +9,9 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::PyBytes;
 use tokio::sync::mpsc;
 use tokio_util::io::ReaderStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -25,6 +28,24 @@ pub type StreamItem = Result<Frame<Bytes>, BoxError>;
 /// Bodies at most this large (by `content-length`) are read before the app starts, so its
 /// first `receive()` completes at once.
 pub const PREREAD_LIMIT: u64 = 64 * 1024;
+
+/// Chunks from the app at least this large are written from the Python object itself
+/// instead of a copy. Below it a copy is cheaper than keeping the object alive until Tokio
+/// has written it (its release then waits in pyo3's deferred reference pool for the loop
+/// thread).
+const SHARE_FROM: usize = 16 * 1024;
+
+/// The contents of a `bytes` the app sent. Large chunks are shared, not copied: a streamed
+/// download then holds no second copy of what the app still references, and the common
+/// case of an app sending one prebuilt chunk over and over allocates nothing per chunk.
+pub fn app_bytes(bytes: &Bound<'_, PyBytes>) -> Bytes {
+    let data = bytes.as_bytes();
+    if data.len() < SHARE_FROM {
+        Bytes::copy_from_slice(data)
+    } else {
+        Bytes::from_owner(PyBackedBytes::from(bytes.clone()))
+    }
+}
 
 /// How the app's `receive()` gets the request body.
 pub enum RequestBody {
@@ -208,5 +229,32 @@ mod tests {
         assert!(!disconnect.is_cancelled());
         drop(body);
         assert!(disconnect.is_cancelled());
+    }
+
+    #[test]
+    fn large_app_chunks_are_shared_and_small_ones_copied() {
+        Python::attach(|py| {
+            let large = PyBytes::new(py, &vec![b'x'; SHARE_FROM]);
+            let shared = app_bytes(&large);
+            assert_eq!(shared.as_ptr(), large.as_bytes().as_ptr());
+            assert_eq!(shared.len(), SHARE_FROM);
+
+            let small = PyBytes::new(py, b"hello");
+            let copied = app_bytes(&small);
+            assert_ne!(copied.as_ptr(), small.as_bytes().as_ptr());
+            assert_eq!(&copied[..], b"hello");
+        });
+    }
+
+    #[test]
+    fn a_shared_chunk_outlives_the_apps_reference() {
+        let chunk = Python::attach(|py| {
+            let bytes = PyBytes::new(py, &vec![7u8; 2 * SHARE_FROM]);
+            app_bytes(&bytes)
+        });
+        // Read (and later dropped) where Tokio would, with no Python reference left.
+        let chunk = std::thread::spawn(move || chunk).join().unwrap();
+        assert!(chunk.iter().all(|&byte| byte == 7));
+        assert_eq!(chunk.len(), 2 * SHARE_FROM);
     }
 }

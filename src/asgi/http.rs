@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::awaitable::ready;
-use super::body::{BoxError, IncomingBody, RequestBody, ResponseBody, StreamItem};
+use super::body::{BoxError, IncomingBody, RequestBody, ResponseBody, StreamItem, app_bytes};
 use super::parking::{Closed, Inbox, IntoMessage, Outbox};
 use super::scope::{self, ConnectionInfo, RequestHead};
 use super::websocket;
@@ -429,10 +429,9 @@ impl HttpCycle {
 
     fn response_body(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<Push> {
         let chunk = match message.get_item(intern!(py, "body"))? {
-            Some(body) => Bytes::copy_from_slice(
+            Some(body) => app_bytes(
                 body.cast::<PyBytes>()
-                    .map_err(|_| PyTypeError::new_err("'http.response.body' body must be bytes"))?
-                    .as_bytes(),
+                    .map_err(|_| PyTypeError::new_err("'http.response.body' body must be bytes"))?,
             ),
             None => Bytes::new(),
         };

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, handshake::deriv
 use tokio_util::sync::CancellationToken;
 
 use super::awaitable::ready;
-use super::body::ResponseBody;
+use super::body::{ResponseBody, app_bytes};
 use super::http::{flag, header_map, plain_response, request_head, response_head};
 use super::parking::{Closed, Inbox, IntoMessage, Outbox};
 use super::scope::{self, RequestHead};
@@ -410,12 +410,11 @@ impl WebSocketCycle {
                 .get_item(intern!(py, "bytes"))?
                 .filter(|bytes| !bytes.is_none())
             {
-                Some(bytes) => Message::Binary(Bytes::copy_from_slice(
-                    bytes
-                        .cast::<PyBytes>()
-                        .map_err(|_| PyTypeError::new_err("'websocket.send' bytes must be bytes"))?
-                        .as_bytes(),
-                )),
+                Some(bytes) => {
+                    Message::Binary(app_bytes(bytes.cast::<PyBytes>().map_err(|_| {
+                        PyTypeError::new_err("'websocket.send' bytes must be bytes")
+                    })?))
+                }
                 None => {
                     return Err(PyValueError::new_err(
                         "'websocket.send' needs a 'text' or a 'bytes' key",
