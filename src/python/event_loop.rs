@@ -355,8 +355,9 @@ struct Drainer {
 #[pymethods]
 impl Drainer {
     fn __call__(&mut self, py: Python<'_>) {
+        // A short read means the socket is empty: no second read just to see EAGAIN.
         let mut sink = [0u8; 64];
-        while matches!((&self.wake_reader).read(&mut sink), Ok(n) if n > 0) {}
+        while matches!((&self.wake_reader).read(&mut sink), Ok(n) if n == sink.len()) {}
         let shared = &self.event_loop.shared;
         // Cleared before taking the queue: a job pushed after this point wakes us again.
         shared.wake_scheduled.store(false, Ordering::Release);
