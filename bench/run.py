@@ -5,13 +5,14 @@
 
 Builds the release binary and the bench examples, prepares a virtualenv with the peers
 (bench/.venv), then for every cell (app x concurrency) starts each server in turn, warms it
-up, drives it with wrk, and records req/s, latency percentiles, server CPU time per request,
-peak RSS, errors, and how busy anything else kept the CPUs. Servers
+up, drives it with wrk (h2load for the HTTP/2 cells), and records req/s, latency, server CPU
+time per request, peak RSS, errors, and how busy anything else kept the CPUs. Servers
 are interleaved (A B C A B C ...) inside each cell so drift hits all of them alike. The
-server is pinned to CPU 0 and wrk to CPU 1. The report is printed and written to
+server is pinned to CPU 0 and the load generator to CPU 1, except in the 2-worker cells,
+where both share CPUs 0 and 1. The report is printed and written to
 bench/results/YYYY-MM-DD[-quick].md (plus the raw numbers as .json). See bench/README.md.
 
-Standard library only; it drives cargo, pip, wrk and taskset.
+Standard library only; it drives cargo, pip, wrk, h2load and taskset.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ MIXED_BIN = RELEASE / "examples" / "bench_mixed"
 
 PEER_PACKAGES = ["uvicorn[standard]", "granian", "starlette", "fastapi"]
 CONCURRENCIES = [1, 50, 256]
-WRK_TIMEOUT = "4s"
+WRK_TIMEOUT = "4s"  # also h2load's -N (connection inactivity timeout)
+H2_CHECK_REQUESTS = 10
 SERVER_CPU = "0"
 WRK_CPU = "1"
 READY_TIMEOUT = 30.0
@@ -130,23 +132,60 @@ SERVER_LABELS = {
 RATIOS = [("ours", "uvicorn"), ("ours", "granian"), ("mixed", "axum")]
 
 
+@dataclass(frozen=True)
+class Family:
+    """Cells that share how the servers run and what drives them."""
+
+    key: str  # prefix of the run names ("" for the main cells), used in --filter
+    apps: tuple[str, ...]  # App keys
+    loads: tuple[tuple[int, int], ...]  # (connections, HTTP/2 streams per connection; 0 = HTTP/1.1)
+    servers: tuple[str, ...] | None = None  # None: the ASGI servers, or mixed/axum for the Rust route
+    workers: int = 1  # worker processes per server
+    pinned: bool = True  # server on SERVER_CPU, load generator on WRK_CPU; else both share the two CPUs
+    tool: str = "wrk"  # "wrk" (HTTP/1.1) or "h2load" (cleartext HTTP/2 with prior knowledge)
+    title: str = ""  # added to the cell headings
+    note: str = ""  # said in the report's header and in each of its cell sections
+
+    def servers_for(self, app: App) -> list[str]:
+        if self.servers is not None:
+            return list(self.servers)
+        return RUST_SERVERS if app.rust_route else ASGI_SERVERS
+
+
+FAMILIES = [
+    Family("", tuple(app.key for app in APPS), tuple((c, 0) for c in CONCURRENCIES)),
+    Family("workers2", ("raw-hello",), ((50, 0), (256, 0)), workers=2, pinned=False, title="2 workers",
+           note="2 worker processes per server (`--workers 2`), not pinned apart: the server and wrk "
+                f"share CPUs {SERVER_CPU} and {WRK_CPU} (`taskset -c {SERVER_CPU},{WRK_CPU}`)."),
+    Family("h2", ("raw-hello",), ((1, 1), (50, 10)), servers=("ours", "granian"), tool="h2load",
+           title="HTTP/2 (h2c)",
+           note="cleartext HTTP/2 with prior knowledge, both servers with their default `--http auto`, "
+                f"driven by `h2load -t1 -cN -mM -N {WRK_TIMEOUT}` (N connections × M concurrent streams each) "
+                f"pinned to CPU {WRK_CPU}; uvicorn has no HTTP/2 (—). h2load reports no percentiles, so p50/p99 "
+                "are — and mean is its mean request time."),
+]
+
+
 # The asyncio loop our server and bench_mixed run the app on;
 # the peers are told --loop uvloop. --ours-loop changes it for diagnosis.
 OURS_LOOP = ["uvloop"]
 
 
-def server_command(server: str, app: App, port: int) -> list[str]:
+def server_command(server: str, app: App, port: int, workers: int = 1) -> list[str]:
     bind = f"127.0.0.1:{port}"
     venv_bin = VENV / "bin"
+    more_workers = ["--workers", str(workers)] if workers != 1 else []
     if server == "ours":
         return [str(OURS_BIN), "--app", app.target, "--bind", bind, "--loop", OURS_LOOP[0],
-                "--no-access-log", "--log-level", "warning"]
+                "--no-access-log", "--log-level", "warning", *more_workers]
     if server == "uvicorn":
         return [str(venv_bin / "uvicorn"), app.target, "--host", "127.0.0.1", "--port", str(port),
-                "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+                "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+                *more_workers]
     if server == "granian":
         return [str(venv_bin / "granian"), "--interface", "asgi", "--loop", "uvloop", "--host", "127.0.0.1",
-                "--port", str(port), "--workers", "1", "--no-access-log", "--log-level", "warning", app.target]
+                "--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning",
+                app.target]
     if server == "axum":
         return [str(AXUM_BIN), "--bind", bind]
     if server == "mixed":
@@ -165,6 +204,7 @@ def server_env() -> dict[str, str]:
     env["VIRTUAL_ENV"] = str(VENV)
     env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env.pop("PYTHONHOME", None)
+    env.pop("WEB_CONCURRENCY", None)  # ours and uvicorn take their default --workers from it
     return env
 
 
@@ -178,25 +218,36 @@ class Run:
     ok: bool = False
     reason: str = ""
     rps: float = 0.0
-    p50_us: float = 0.0
-    p99_us: float = 0.0
+    requests: int = 0  # completed in the measured run
+    p50_us: float | None = 0.0  # None: the load generator gives no percentiles (h2load)
+    p99_us: float | None = 0.0
+    mean_us: float = 0.0
     rss_kib: int = 0
     server_cpu_s: float = 0.0  # CPU time (user + system) the server's process tree used in the measured run
-    other_load: float = 0.0  # share of the benchmark CPUs busy with anything but the server and wrk
+    other_load: float = 0.0  # share of the benchmark CPUs busy with anything but the server and load generator
     errors: dict = field(default_factory=dict)
-    wrk: dict = field(default_factory=dict)
+    load: dict = field(default_factory=dict)  # the load generator's own numbers (wrk or h2load)
 
 
 @dataclass
 class Cell:
+    family: Family
     app: str
-    concurrency: int
+    concurrency: int  # connections
+    streams: int  # HTTP/2 streams per connection; 0 for HTTP/1.1
     servers: list[str]
     runs: list[Run] = field(default_factory=list)
 
     @property
     def key(self) -> str:
-        return f"{self.app}/c{self.concurrency}"
+        prefix = f"{self.family.key}/" if self.family.key else ""
+        return f"{prefix}{self.app}/c{self.concurrency}" + (f"x{self.streams}" if self.streams else "")
+
+    @property
+    def label(self) -> str:
+        """The cell's row in the summary, e.g. `h2 raw-hello c=50×10`."""
+        prefix = f"{self.family.key} " if self.family.key else ""
+        return f"{prefix}{self.app} c={self.concurrency}" + (f"×{self.streams}" if self.streams else "")
 
     def runs_of(self, server: str) -> list[Run]:
         return [run for run in self.runs if run.server == server]
@@ -247,7 +298,9 @@ def fmt_rps(value: float) -> str:
     return f"{value:,.0f}"
 
 
-def fmt_us(value: float) -> str:
+def fmt_us(value: float | None) -> str:
+    if value is None:
+        return "—"
     if value < 1000:
         return f"{value:.0f} µs"
     if value < 100_000:
@@ -322,20 +375,21 @@ def setup_venv(args) -> None:
         die("pip install of the peers failed")
 
 
-def ensure_wrk() -> str:
-    wrk = shutil.which("wrk")
-    if wrk:
-        return wrk
+def ensure_tool(name: str, package: str) -> str:
+    """The path of a load generator, installing its Debian package when missing (as root)."""
+    path = shutil.which(name)
+    if path:
+        return path
     if os.geteuid() != 0:
-        die("wrk is not installed; install the Debian package: sudo apt-get install -y wrk")
-    log("bench: wrk not found, installing the Debian package")
+        die(f"{name} is not installed; install the Debian package: sudo apt-get install -y {package}")
+    log(f"bench: {name} not found, installing the Debian package {package}")
     run_cmd(["apt-get", "update"], stdout=subprocess.DEVNULL)
-    if run_cmd(["apt-get", "install", "-y", "wrk"], stdout=subprocess.DEVNULL).returncode != 0:
-        die("apt-get install -y wrk failed")
-    wrk = shutil.which("wrk")
-    if not wrk:
-        die("wrk still not on PATH after apt-get install")
-    return wrk
+    if run_cmd(["apt-get", "install", "-y", package], stdout=subprocess.DEVNULL).returncode != 0:
+        die(f"apt-get install -y {package} failed")
+    path = shutil.which(name)
+    if not path:
+        die(f"{name} still not on PATH after apt-get install")
+    return path
 
 
 def pinning() -> tuple[list[str], list[str], str]:
@@ -447,10 +501,10 @@ def peak_rss_kib(pid: int) -> int:
 
 
 class ServerProcess:
-    def __init__(self, server: str, app: App, pin: list[str], logdir: Path):
+    def __init__(self, server: str, app: App, workers: int, pin: list[str], logdir: Path):
         self.server = server
         self.port = free_port()
-        self.cmd = pin + server_command(server, app, self.port)
+        self.cmd = pin + server_command(server, app, self.port, workers)
         self.log_path = logdir / f"{app.key}-{server}-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -519,8 +573,21 @@ def check_response(app: App, port: int) -> str | None:
     return None
 
 
+@dataclass
+class LoadResult:
+    """One load generator run, in the terms of the report."""
+
+    requests: int  # completed
+    rps: float
+    p50_us: float | None  # None when the tool gives no percentiles
+    p99_us: float | None
+    mean_us: float
+    errors: dict[str, int]  # kind -> count, only the non-zero ones
+    raw: dict  # the tool's own numbers, kept in the .json
+
+
 def run_wrk(wrk: str, pin: list[str], script: Path, app: App, port: int, concurrency: int,
-            seconds: float) -> dict:
+            seconds: float) -> LoadResult:
     cmd = pin + [wrk, "-t1", f"-c{concurrency}", f"-d{seconds:g}s", f"--timeout={WRK_TIMEOUT}",
                  "-s", str(script), f"http://127.0.0.1:{port}{app.path}", "--", app.method]
     if app.body is not None:
@@ -528,13 +595,95 @@ def run_wrk(wrk: str, pin: list[str], script: Path, app: App, port: int, concurr
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     for line in out.stdout.splitlines():
         if line.startswith("BENCH_JSON "):
-            return json.loads(line[len("BENCH_JSON "):])
-    raise RuntimeError(f"wrk gave no result (exit {out.returncode}): {out.stderr.strip() or out.stdout[-500:]}")
+            raw = json.loads(line[len("BENCH_JSON "):])
+            break
+    else:
+        raise RuntimeError(f"wrk gave no result (exit {out.returncode}): {out.stderr.strip() or out.stdout[-500:]}")
+    return LoadResult(
+        requests=raw["requests"],
+        rps=raw["requests"] / (raw["duration_us"] / 1e6) if raw["duration_us"] else 0.0,
+        p50_us=raw["p50_us"], p99_us=raw["p99_us"], mean_us=raw["lat_mean_us"],
+        errors={kind: raw[kind] for kind in ("status", "connect", "read", "write", "timeout") if raw[kind]},
+        raw=raw)
 
 
-def measure(server: str, app: App, concurrency: int, rep: int, ctx) -> Run:
+H2LOAD_LINES = {
+    # name: (pattern, field names); every one must be in h2load's output
+    "finished": (r"finished in \S+, ([\d.]+) req/s", ["rps"]),
+    "requests": (r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                 r"(\d+) errored, (\d+) timeout", ["total", "started", "done", "succeeded", "failed", "errored",
+                                                   "timeout"]),
+    "status": (r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", ["2xx", "3xx", "4xx", "5xx"]),
+    "traffic": (r"traffic: .*\((\d+)\) data", ["data_bytes"]),
+    "time": (r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", ["min_us", "max_us", "mean_us", "sd_us"]),
+}
+
+
+def h2load_us(text: str) -> float:
+    """h2load's durations (`320us`, `4.56ms`, `1.20s`) in microseconds."""
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(number) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+
+
+def run_h2load(h2load: str, pin: list[str], app: App, port: int, *options: str, timeout: float) -> dict:
+    """Runs h2load over h2c (prior knowledge: an http:// URL) and returns its summary as numbers."""
+    if app.method != "GET" or app.body is not None:
+        raise ValueError(f"the h2 cells drive GET requests only, not {app.method} ({app.key})")
+    cmd = pin + [h2load, *options, f"http://127.0.0.1:{port}{app.path}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    stats = {}
+    for name, (pattern, names) in H2LOAD_LINES.items():
+        match = re.search(pattern, out.stdout)
+        if not match:
+            detail = out.stderr.strip() or out.stdout[-500:]
+            raise RuntimeError(f"h2load printed no {name} line (exit {out.returncode}): {detail}")
+        for key, value in zip(names, match.groups()):
+            stats[key] = h2load_us(value) if key.endswith("_us") else float(value) if key == "rps" else int(value)
+    return stats
+
+
+def run_h2load_load(h2load: str, pin: list[str], app: App, port: int, connections: int, streams: int,
+                    seconds: float) -> LoadResult:
+    raw = run_h2load(h2load, pin, app, port, "-t1", f"-c{connections}", f"-m{streams}",
+                     "-D", f"{max(1, round(seconds * 1000))}ms", "-N", WRK_TIMEOUT, timeout=seconds + 60)
+    errors = {kind: raw[kind] for kind in ("failed", "errored", "timeout")}
+    errors["non2xx"] = raw["3xx"] + raw["4xx"] + raw["5xx"]
+    return LoadResult(requests=raw["done"], rps=raw["rps"], p50_us=None, p99_us=None, mean_us=raw["mean_us"],
+                      errors={kind: count for kind, count in errors.items() if count}, raw=raw)
+
+
+def check_h2(h2load: str, pin: list[str], app: App, port: int) -> str | None:
+    """Before an h2 run, after the HTTP/1.1 check request: a few requests over one h2c connection
+    must all succeed with 2xx and carry the expected body length."""
+    n = H2_CHECK_REQUESTS
+    stats = run_h2load(h2load, pin, app, port, "-n", str(n), "-c", "1", "-m", "1", timeout=30)
+    if stats["succeeded"] != n or stats["2xx"] != n:
+        return (f"h2c check: of {n} requests {stats['succeeded']} succeeded, {stats['errored']} errored; "
+                f"{stats['2xx']} 2xx, {stats['3xx'] + stats['4xx'] + stats['5xx']} other statuses")
+    expected = len(app.expect_body) if app.expect_body is not None else app.expect_len
+    if expected is not None and stats["data_bytes"] != n * expected:
+        return f"h2c check: {stats['data_bytes']} body bytes in {n} responses, expected {n} x {expected}"
+    return None
+
+
+def run_load(ctx, cell: Cell, app: App, pin: list[str], port: int, seconds: float) -> LoadResult:
+    """One warm-up or measured run of the cell's load generator."""
+    if cell.family.tool == "h2load":
+        return run_h2load_load(ctx.h2load, pin, app, port, cell.concurrency, cell.streams, seconds)
+    return run_wrk(ctx.wrk, pin, ctx.script, app, port, cell.concurrency, seconds)
+
+
+def family_pins(ctx, family: Family) -> tuple[list[str], list[str]]:
+    """taskset prefixes for the server and the load generator in this family's cells."""
+    if family.pinned:
+        return ctx.server_pin, ctx.wrk_pin
+    return ctx.shared_pin, ctx.shared_pin
+
+
+def measure(cell: Cell, server: str, app: App, rep: int, ctx) -> Run:
     run = Run(server, rep, reason="interrupted")
-    proc = ServerProcess(server, app, ctx.server_pin, ctx.logdir)
+    server_pin, load_pin = family_pins(ctx, cell.family)
+    proc = ServerProcess(server, app, cell.family.workers, server_pin, ctx.logdir)
     if not server_binary(server).exists():
         run.reason = f"{server_binary(server).relative_to(ROOT)} missing"
         return run
@@ -546,30 +695,30 @@ def measure(server: str, app: App, concurrency: int, rep: int, ctx) -> Run:
     try:
         proc.start()
         problem = proc.wait_ready() or check_response(app, proc.port)
+        if not problem and cell.family.tool == "h2load":
+            problem = check_h2(ctx.h2load, load_pin, app, proc.port)
         if problem:
             run.reason = problem
             return run
         if ctx.warmup > 0:
-            run_wrk(ctx.wrk, ctx.wrk_pin, ctx.script, app, proc.port, concurrency, ctx.warmup)
+            run_load(ctx, cell, app, load_pin, proc.port, ctx.warmup)
         with CpuMeter(proc.proc.pid, ctx.cpus) as meter:
-            result = run_wrk(ctx.wrk, ctx.wrk_pin, ctx.script, app, proc.port, concurrency, ctx.duration)
+            result = run_load(ctx, cell, app, load_pin, proc.port, ctx.duration)
         run.server_cpu_s, run.other_load = meter.server_s, meter.other
         run.rss_kib = peak_rss_kib(proc.proc.pid)
-        run.wrk = result
-        run.rps = result["requests"] / (result["duration_us"] / 1e6) if result["duration_us"] else 0.0
-        run.p50_us, run.p99_us = result["p50_us"], result["p99_us"]
-        run.errors = {kind: result[kind] for kind in ("status", "connect", "read", "write", "timeout")
-                      if result[kind]}
+        run.load = result.raw
+        run.requests, run.rps, run.errors = result.requests, result.rps, result.errors
+        run.p50_us, run.p99_us, run.mean_us = result.p50_us, result.p99_us, result.mean_us
         if proc.proc.poll() is not None:
             run.reason = f"server exited with code {proc.proc.returncode} during the run"
         elif run.errors:
             run.reason = ", ".join(f"{count} {kind_label(kind)}" for kind, count in run.errors.items())
-        elif result["requests"] == 0:
+        elif result.requests == 0:
             run.reason = "no request completed"
         else:
             run.ok = True
         return run
-    except (RuntimeError, subprocess.TimeoutExpired, OSError) as err:
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired, OSError) as err:
         run.reason = str(err)
         return run
     finally:
@@ -584,27 +733,32 @@ def measure(server: str, app: App, concurrency: int, rep: int, ctx) -> Run:
 
 def kind_label(kind: str) -> str:
     return {"status": "HTTP status >= 400", "connect": "connect errors", "read": "read errors",
-            "write": "write errors", "timeout": f"timeouts (> {WRK_TIMEOUT})"}[kind]
+            "write": "write errors", "timeout": f"timeouts (> {WRK_TIMEOUT})",
+            # h2load (its `failed` includes the errored and timed-out requests)
+            "failed": "failed requests", "errored": "errored requests", "non2xx": "non-2xx responses"}[kind]
 
 
 # --------------------------------------------------------------------------- selection
 
 
 def build_cells(filters: list[str]) -> list[Cell]:
-    """Every (app, concurrency) cell with the servers that pass every --filter.
+    """Every cell of every family with the servers that pass every --filter.
 
-    A run is named APP/cN/SERVER (e.g. raw-echo/c50/granian); each --filter is a comma
-    separated list of substrings of which one must occur in that name, and every --filter
-    given must match (so `--filter raw-echo,raw-hello --filter ours,uvicorn`)."""
+    A run is named [FAMILY/]APP/cN[xM]/SERVER (e.g. raw-echo/c50/granian, workers2/raw-hello/c50/ours,
+    h2/raw-hello/c50x10/granian); each --filter is a comma separated list of substrings of which one
+    must occur in that name, and every --filter given must match (so
+    `--filter raw-echo,raw-hello --filter ours,uvicorn`)."""
+    apps = {app.key: app for app in APPS}
     cells = []
-    for app in APPS:
-        for concurrency in CONCURRENCIES:
-            servers = RUST_SERVERS if app.rust_route else ASGI_SERVERS
-            chosen = [s for s in servers
-                      if all(any(term in f"{app.key}/c{concurrency}/{s}" for term in f.split(",") if term)
-                             for f in filters)]
-            if chosen:
-                cells.append(Cell(app.key, concurrency, chosen))
+    for family in FAMILIES:
+        for app_key in family.apps:
+            for connections, streams in family.loads:
+                cell = Cell(family, app_key, connections, streams, [])
+                cell.servers = [s for s in family.servers_for(apps[app_key])
+                                if all(any(term in f"{cell.key}/{s}" for term in f.split(",") if term)
+                                       for f in filters)]
+                if cell.servers:
+                    cells.append(cell)
     return cells
 
 
@@ -655,43 +809,76 @@ def machine() -> dict[str, str]:
 
 
 def render(cells: list[Cell], ctx, started: dt.datetime, elapsed: float) -> str:
+    lines = header_lines(cells, ctx, started, elapsed) + ["## Summary (median req/s)", ""]
+    lines += summary_lines(cells)
+    lines += ["## Cells", ""]
+    for cell in cells:
+        lines += cell_lines(cell)
+    return "\n".join(lines)
+
+
+def present_families(cells: list[Cell]) -> list[Family]:
+    return [family for family in FAMILIES if any(cell.family is family for cell in cells)]
+
+
+def header_lines(cells: list[Cell], ctx, started: dt.datetime, elapsed: float) -> list[str]:
     mach, vers = machine(), versions(ctx.wrk)
-    apps = {app.key: app for app in APPS}
+    families = present_families(cells)
+    h2load = any(family.tool == "h2load" for family in families)
+    unpinned = [family.key for family in families if not family.pinned]
+    shared = f"; {', '.join(unpinned)} cells: server and wrk share CPUs {SERVER_CPU} and {WRK_CPU}" \
+        if unpinned and ctx.shared_pin else ""
+    h2load_version = f"; h2load {tool_version([ctx.h2load, '--version'], 'h2load nghttp2/')}" if h2load else ""
     lines = [
         f"# Benchmark {started:%Y-%m-%d %H:%M}{' (quick)' if ctx.quick else ''}",
         "",
         f"- Command: `{ctx.command}` ({elapsed / 60:.1f} min)",
         f"- Machine: {mach['nproc']} CPUs, {mach['cpu']}, {mach['memory']} RAM, Linux {mach['kernel']}",
-        f"- Pinning: {ctx.pin_note}; load average (1/5/15 min) before {ctx.load_before}, "
+        f"- Pinning: {ctx.pin_note}{shared}; load average (1/5/15 min) before {ctx.load_before}, "
         f"after {ctx.load_after} (anything else busy on the machine skews the numbers)",
         f"- Commit: {mach['commit']}; rustc {vers.get('rustc', '?')}",
         f"- Python {vers.get('python', '?')}; uvicorn {vers.get('uvicorn', '?')} (uvloop {vers.get('uvloop', '?')}, "
         f"httptools {vers.get('httptools', '?')}); granian {vers.get('granian', '?')}; "
         f"starlette {vers.get('starlette', '?')}; fastapi {vers.get('fastapi', '?')} "
-        f"(pydantic {vers.get('pydantic', '?')}); wrk {vers.get('wrk', '?')}",
+        f"(pydantic {vers.get('pydantic', '?')}); wrk {vers.get('wrk', '?')}{h2load_version}",
         f"- Each run: fresh server process, {ctx.warmup:g} s warm-up, {ctx.duration:g} s measured with "
-        f"`wrk -t1 -cN --timeout {WRK_TIMEOUT}`; {ctx.reps} repetition(s), servers interleaved within a cell. "
-        f"One worker process per server; rust-asgi-server and bench_mixed run with `--loop {ctx.ours_loop}`, "
-        "uvicorn and granian with `--loop uvloop` (uvicorn also `--http httptools`).",
+        f"`wrk -t1 -cN --timeout {WRK_TIMEOUT}`{' (h2load in the `h2` cells)' if h2load else ''}; "
+        f"{ctx.reps} repetition(s), servers interleaved within a cell. "
+        f"One worker process per server unless a cell says otherwise; rust-asgi-server and bench_mixed run "
+        f"with `--loop {ctx.ours_loop}`, uvicorn and granian with `--loop uvloop` (uvicorn also `--http httptools`).",
+    ]
+    lines += [f"- `{family.key}` cells: {family.note}" for family in families if family.note]
+    lines += [
         "- req/s: median over repetitions (min–max); p50/p99: medians of each run's wrk latency percentiles; "
+        + ("mean (h2 cells): median of h2load's mean request time; " if h2load else "") +
         "CPU/req: the server's CPU time (user + system, whole process tree) per request, median; "
         "peak RSS: the largest VmHWM (summed over the server's process tree) seen in any repetition; "
-        "other load: the largest share of the two benchmark CPUs that anything but the server and wrk "
-        "used during a measured run (should be ~0%; more means the numbers are disturbed). "
-        "A cell is FAILED when any run had a socket error, a timeout, an HTTP status >= 400, a wrong "
-        "answer to the check request, or the server died.",
-        "",
-        "## Summary (median req/s)",
+        "other load: the largest share of the two benchmark CPUs that anything but the server and the load "
+        "generator used during a measured run (should be ~0%; more means the numbers are disturbed). "
+        "A cell is FAILED when any run had a socket error, a timeout, an HTTP status >= 400 (h2load: any "
+        "failed, errored or timed-out request, or any status but 2xx), a wrong answer to the check request, "
+        "or the server died.",
         "",
     ]
+    return lines
+
+
+def tool_version(cmd: list[str], prefix: str) -> str:
+    out = capture(cmd)
+    return out.splitlines()[0].removeprefix(prefix) if out else "?"
+
+
+def summary_lines(cells: list[Cell]) -> list[str]:
+    apps = {app.key: app for app in APPS}
     asgi_cells = [cell for cell in cells if not apps[cell.app].rust_route]
     rust_cells = [cell for cell in cells if apps[cell.app].rust_route]
+    lines = []
     if asgi_cells:
         lines += ["| cell | ours | uvicorn | granian | ours/uvicorn | ours/granian |",
                   "|---|--:|--:|--:|--:|--:|"]
         for cell in asgi_cells:
             lines.append("| " + " | ".join(
-                [f"{cell.app} c={cell.concurrency}"]
+                [cell.label]
                 + [summary_value(cell, server) for server in ASGI_SERVERS]
                 + [ratio(cell, "ours", "uvicorn"), ratio(cell, "ours", "granian")]) + " |")
         lines.append("")
@@ -699,56 +886,79 @@ def render(cells: list[Cell], ctx, started: dt.datetime, elapsed: float) -> str:
         lines += ["| cell | mixed (ours) | bare axum | mixed/axum |", "|---|--:|--:|--:|"]
         for cell in rust_cells:
             lines.append("| " + " | ".join(
-                [f"{cell.app} c={cell.concurrency}"]
+                [cell.label]
                 + [summary_value(cell, server) for server in RUST_SERVERS]
                 + [ratio(cell, "mixed", "axum")]) + " |")
         lines.append("")
-    lines += ["## Cells", ""]
-    for cell in cells:
-        app = apps[cell.app]
-        lines += [f"### {app.title} — c={cell.concurrency}", "",
-                  f"`{app.method} {app.path}`" + (f" on `{app.target}`" if not app.rust_route else
-                                                  f" (bench_mixed falls back to `{app.target}`)"), "",
-                  "| server | req/s median | min–max | p50 | p99 | CPU/req | peak RSS | other load | errors |",
-                  "|---|--:|--:|--:|--:|--:|--:|--:|---|"]
-        for server in cell.servers:
-            runs = cell.runs_of(server)
-            label = SERVER_LABELS[server]
-            good = [run for run in runs if run.wrk]
-            if not good:
-                reason = runs[0].reason if runs else "not run"
-                lines.append(f"| {label} | FAILED | | | | | | | {escape(reason)} |")
-                continue
-            rps = [run.rps for run in good]
-            median = fmt_rps(statistics.median(rps))
-            if cell.failed(server):
-                median = f"FAILED ({median})"
-            errors = "; ".join(f"rep {run.rep + 1}: {escape(run.reason)}" for run in runs if not run.ok) or "0"
-            lines.append("| " + " | ".join([
-                label, median, f"{fmt_rps(min(rps))}–{fmt_rps(max(rps))}",
-                fmt_us(statistics.median(run.p50_us for run in good)),
-                fmt_us(statistics.median(run.p99_us for run in good)),
-                fmt_us(statistics.median(run.server_cpu_s / max(run.wrk["requests"], 1) * 1e6 for run in good)),
-                fmt_mib(max(run.rss_kib for run in good)),
-                f"{max(run.other_load for run in good):.0%}", errors]) + " |")
-        ratios = [f"{num}/{den} = {ratio(cell, num, den)}" for num, den in RATIOS
-                  if num in cell.servers and den in cell.servers]
-        if ratios:
-            lines += ["", "Ratio of median req/s: " + ", ".join(ratios)]
-        lines.append("")
-    return "\n".join(lines)
+    return lines
+
+
+def cell_lines(cell: Cell) -> list[str]:
+    app = next(app for app in APPS if app.key == cell.app)
+    family = cell.family
+    title = f"{app.title}, {family.title}" if family.title else app.title
+    load = f"c={cell.concurrency}"
+    if cell.streams:
+        load += f" × {cell.streams} stream{'s' if cell.streams != 1 else ''} per connection"
+    latency = ["p50", "p99"] + (["mean"] if family.tool == "h2load" else [])
+    columns = ["server", "req/s median", "min–max", *latency, "CPU/req", "peak RSS", "other load", "errors"]
+    lines = [f"### {title} — {load}", "",
+             f"`{app.method} {app.path}`" + (f" on `{app.target}`" if not app.rust_route else
+                                             f" (bench_mixed falls back to `{app.target}`)")
+             + (f"; {family.note}" if family.note else ""), "",
+             "| " + " | ".join(columns) + " |",
+             "|---|" + "--:|" * (len(columns) - 2) + "---|"]
+    for server in cell.servers:
+        runs = cell.runs_of(server)
+        label = SERVER_LABELS[server]
+        good = [run for run in runs if run.load]
+        if not good:
+            reason = runs[0].reason if runs else "not run"
+            lines.append("| " + " | ".join([label, "FAILED"] + [""] * (len(columns) - 3) + [escape(reason)]) + " |")
+            continue
+        rps = [run.rps for run in good]
+        median = fmt_rps(statistics.median(rps))
+        if cell.failed(server):
+            median = f"FAILED ({median})"
+        errors = "; ".join(f"rep {run.rep + 1}: {escape(run.reason)}" for run in runs if not run.ok) or "0"
+        latencies = [median_us([run.p50_us for run in good]), median_us([run.p99_us for run in good])]
+        if family.tool == "h2load":
+            latencies.append(median_us([run.mean_us for run in good]))
+        lines.append("| " + " | ".join([
+            label, median, f"{fmt_rps(min(rps))}–{fmt_rps(max(rps))}", *latencies,
+            fmt_us(statistics.median(run.server_cpu_s / max(run.requests, 1) * 1e6 for run in good)),
+            fmt_mib(max(run.rss_kib for run in good)),
+            f"{max(run.other_load for run in good):.0%}", errors]) + " |")
+    ratios = [f"{num}/{den} = {ratio(cell, num, den)}" for num, den in RATIOS
+              if num in cell.servers and den in cell.servers]
+    if ratios:
+        lines += ["", "Ratio of median req/s: " + ", ".join(ratios)]
+    lines.append("")
+    return lines
+
+
+def median_us(values: list[float | None]) -> str:
+    """The median as a duration, or — when the load generator did not measure it."""
+    return "—" if any(value is None for value in values) else fmt_us(statistics.median(values))
+
+
+def not_served(cell: Cell, server: str) -> bool:
+    """The server is not part of this cell's family at all (uvicorn in the h2 cells), as opposed to
+    left out by --filter."""
+    app = next(app for app in APPS if app.key == cell.app)
+    return server not in cell.family.servers_for(app)
 
 
 def summary_value(cell: Cell, server: str) -> str:
     if server not in cell.servers:
-        return ""
+        return "—" if not_served(cell, server) else ""
     value = cell.median_rps(server)
     return "FAILED" if value is None else fmt_rps(value)
 
 
 def ratio(cell: Cell, num: str, den: str) -> str:
     if num not in cell.servers or den not in cell.servers:
-        return ""
+        return "—" if not_served(cell, num) or not_served(cell, den) else ""
     a, b = cell.median_rps(num), cell.median_rps(den)
     if a is None or b is None or not b:
         return "n/a"
@@ -814,8 +1024,11 @@ def main() -> int:
 
     build(args)
     setup_venv(args)
-    ctx.wrk = ensure_wrk()
+    ctx.wrk = ensure_tool("wrk", "wrk")
+    ctx.h2load = ensure_tool("h2load", "nghttp2-client") if any(c.family.tool == "h2load" for c in cells) else None
     ctx.server_pin, ctx.wrk_pin, ctx.pin_note = pinning()
+    # The cells of an unpinned family (several workers) put the server and wrk on both benchmark CPUs.
+    ctx.shared_pin = ctx.server_pin[:-1] + [f"{SERVER_CPU},{WRK_CPU}"] if ctx.server_pin else []
     ctx.cpus = [int(SERVER_CPU), int(WRK_CPU)] if ctx.server_pin else None
 
     estimate = total_runs * (ctx.duration + ctx.warmup + 1.5)
@@ -841,10 +1054,11 @@ def main() -> int:
             for rep in range(ctx.reps):
                 for server in cell.servers:
                     done += 1
-                    run = measure(server, app, cell.concurrency, rep, ctx)
+                    run = measure(cell, server, app, rep, ctx)
                     cell.runs.append(run)
                     status = (f"{fmt_rps(run.rps)} req/s, p50 {fmt_us(run.p50_us)}, p99 {fmt_us(run.p99_us)}, "
-                              f"RSS {fmt_mib(run.rss_kib)}") if run.ok else f"FAILED: {run.reason}"
+                              f"mean {fmt_us(run.mean_us)}, RSS {fmt_mib(run.rss_kib)}") if run.ok \
+                        else f"FAILED: {run.reason}"
                     log(f"[{done}/{total_runs}] {cell.key} {server} rep {rep + 1}: {status}")
     elapsed = time.monotonic() - t0
     ctx.load_after = loadavg()
@@ -860,7 +1074,8 @@ def main() -> int:
     out.write_text(report + "\n")
     raw = {"started": started.isoformat(timespec="seconds"), "command": ctx.command,
            "duration": ctx.duration, "warmup": ctx.warmup, "reps": ctx.reps,
-           "cells": [{"app": c.app, "concurrency": c.concurrency, "runs": [asdict(r) for r in c.runs]}
+           "cells": [{"family": c.family.key, "app": c.app, "concurrency": c.concurrency, "streams": c.streams,
+                      "workers": c.family.workers, "tool": c.family.tool, "runs": [asdict(r) for r in c.runs]}
                      for c in cells]}
     out.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")
     log(f"bench: report written to {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
