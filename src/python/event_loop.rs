@@ -19,8 +19,7 @@
 //! to exit with an error instead of hanging every request.
 
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -56,7 +55,7 @@ struct Shared {
     running_apps: AtomicUsize,
     apps_idle: tokio::sync::Notify,
     wake_scheduled: AtomicBool,
-    waker: UnixStream,
+    waker: Waker,
     /// Wakes the deferred-wake task (see [`EventLoop::submit`]).
     wake_soon: tokio::sync::Notify,
     runtime: tokio::runtime::Handle,
@@ -81,12 +80,7 @@ impl EventLoop {
         loop_kind: LoopKind,
         runtime: tokio::runtime::Handle,
     ) -> Result<(EventLoop, JoinHandle<()>), String> {
-        let (waker, wake_reader) =
-            UnixStream::pair().map_err(|err| format!("cannot create loop waker: {err}"))?;
-        for end in [&waker, &wake_reader] {
-            end.set_nonblocking(true)
-                .map_err(|err| format!("cannot create loop waker: {err}"))?;
-        }
+        let waker = Waker::new().map_err(|err| format!("cannot create loop waker: {err}"))?;
         let event_loop = EventLoop {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Vec::with_capacity(256)),
@@ -106,17 +100,15 @@ impl EventLoop {
         let thread = std::thread::Builder::new()
             .name("asgi-loop".into())
             .spawn(move || {
-                Python::attach(
-                    |py| match thread_loop.prepare(py, &spec, loop_kind, wake_reader) {
-                        Ok(run_forever) => {
-                            let _ = ready_tx.send(Ok(()));
-                            thread_loop.run(py, &run_forever);
-                        }
-                        Err(message) => {
-                            let _ = ready_tx.send(Err(message));
-                        }
-                    },
-                )
+                Python::attach(|py| match thread_loop.prepare(py, &spec, loop_kind) {
+                    Ok(run_forever) => {
+                        let _ = ready_tx.send(Ok(()));
+                        thread_loop.run(py, &run_forever);
+                    }
+                    Err(message) => {
+                        let _ = ready_tx.send(Err(message));
+                    }
+                })
             })
             .map_err(|err| format!("cannot start the loop thread: {err}"))?;
         let deferred = event_loop.clone();
@@ -125,7 +117,7 @@ impl EventLoop {
                 deferred.shared.wake_soon.notified().await;
                 // Let every connection that is ready now queue its request first.
                 tokio::task::yield_now().await;
-                let _ = (&deferred.shared.waker).write(&[1]);
+                deferred.shared.waker.wake();
             }
         });
         match ready_rx.recv() {
@@ -142,17 +134,15 @@ impl EventLoop {
         py: Python<'py>,
         spec: &AppSpec,
         loop_kind: LoopKind,
-        wake_reader: UnixStream,
     ) -> Result<Bound<'py, PyAny>, String> {
         let event_loop = super::app::new_event_loop(py, loop_kind)?;
         let app = load_app(py, spec)?;
         let setup = || -> PyResult<Bound<'py, PyAny>> {
-            let fd = wake_reader.as_raw_fd();
+            let fd = self.shared.waker.0.as_raw_fd();
             let drainer = Bound::new(
                 py,
                 Drainer {
                     event_loop: self.clone(),
-                    wake_reader,
                     batch: Vec::with_capacity(256),
                 },
             )?;
@@ -236,8 +226,7 @@ impl EventLoop {
             if tokio::runtime::Handle::try_current().is_ok() {
                 self.shared.wake_soon.notify_one();
             } else {
-                // A full socket buffer means a wake-up is already pending, so the error is moot.
-                let _ = (&self.shared.waker).write(&[1]);
+                self.shared.waker.wake();
             }
         }
     }
@@ -339,15 +328,41 @@ impl EventLoop {
         }));
         // The caller is about to block joining the loop thread, possibly on the very Tokio
         // worker that would run the deferred wake-up: wake the loop directly.
-        let _ = (&self.shared.waker).write(&[1]);
+        self.shared.waker.wake();
     }
 }
 
-/// The `add_reader` callback: empties the wake socket and runs every queued job.
+/// An eventfd the loop watches with `add_reader`: waking is one write of a counter and one
+/// read clears it, where a socket pair costs a socket buffer per wake-up.
+struct Waker(std::fs::File);
+
+impl Waker {
+    fn new() -> std::io::Result<Self> {
+        // SAFETY: eventfd has no memory arguments; a non-negative result is a new fd we own.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and nothing else owns it.
+        Ok(Waker(unsafe { std::fs::File::from_raw_fd(fd) }))
+    }
+
+    /// Makes the loop's reader callback run. A full counter means a wake-up is already
+    /// pending, so the error is moot.
+    fn wake(&self) {
+        let _ = (&self.0).write(&1u64.to_ne_bytes());
+    }
+
+    fn clear(&self) {
+        let mut counter = [0u8; 8];
+        let _ = (&self.0).read(&mut counter);
+    }
+}
+
+/// The `add_reader` callback: clears the waker and runs every queued job.
 #[pyclass(unsendable)]
 struct Drainer {
     event_loop: EventLoop,
-    wake_reader: UnixStream,
     /// Swapped with the queue on each wake-up so neither side reallocates under load.
     batch: Vec<Job>,
 }
@@ -355,10 +370,8 @@ struct Drainer {
 #[pymethods]
 impl Drainer {
     fn __call__(&mut self, py: Python<'_>) {
-        // A short read means the socket is empty: no second read just to see EAGAIN.
-        let mut sink = [0u8; 64];
-        while matches!((&self.wake_reader).read(&mut sink), Ok(n) if n == sink.len()) {}
         let shared = &self.event_loop.shared;
+        shared.waker.clear();
         // Cleared before taking the queue: a job pushed after this point wakes us again.
         shared.wake_scheduled.store(false, Ordering::Release);
         std::mem::swap(&mut *self.event_loop.queue(), &mut self.batch);
