@@ -126,6 +126,14 @@ pub struct Cli {
     #[arg(long, overrides_with = "server_header")]
     pub no_server_header: bool,
 
+    /// Send a `date` header on responses without one (the default).
+    #[arg(long, overrides_with = "no_date_header")]
+    pub date_header: bool,
+
+    /// Send no date header of our own.
+    #[arg(long, overrides_with = "date_header")]
+    pub no_date_header: bool,
+
     /// A default response header, added when the response has none of that name; repeatable.
     #[arg(long = "header", value_name = "NAME:VALUE", value_parser = parse_header)]
     pub headers: Vec<(HeaderName, HeaderValue)>,
@@ -362,6 +370,7 @@ impl Cli {
             tls: self.tls_options(),
             backlog: self.backlog,
             limit_max_requests: self.limit_max_requests(),
+            date_header: !self.no_date_header,
             ..ServerOptions::default()
         }
     }
@@ -608,6 +617,21 @@ mod tests {
         let teams: Vec<_> = headers.get_all("x-team").iter().collect();
         assert_eq!(teams, ["blue", "green"]);
         assert_eq!(headers["server"], "edge:1");
+    }
+
+    #[test]
+    fn date_header_is_on_unless_switched_off_last() {
+        assert!(parse(&["a:b"]).server_options().date_header);
+        assert!(
+            !parse(&["a:b", "--no-date-header"])
+                .server_options()
+                .date_header
+        );
+        assert!(
+            parse(&["a:b", "--no-date-header", "--date-header"])
+                .server_options()
+                .date_header
+        );
     }
 
     #[test]

@@ -73,8 +73,12 @@ impl Protocols {
                     .timer(TokioTimer::new())
                     .keep_alive(true)
                     .max_buf_size(max_buf_size)
-                    .header_read_timeout(options.header_read_timeout);
-                builder.http2().timer(TokioTimer::new());
+                    .header_read_timeout(options.header_read_timeout)
+                    .auto_date_header(options.date_header);
+                builder
+                    .http2()
+                    .timer(TokioTimer::new())
+                    .auto_date_header(options.date_header);
                 Protocols::Auto(builder)
             }
             HttpVersions::Http1 => {
@@ -83,12 +87,15 @@ impl Protocols {
                     .timer(TokioTimer::new())
                     .keep_alive(true)
                     .max_buf_size(max_buf_size)
-                    .header_read_timeout(options.header_read_timeout);
+                    .header_read_timeout(options.header_read_timeout)
+                    .auto_date_header(options.date_header);
                 Protocols::Http1(builder)
             }
             HttpVersions::Http2 => {
                 let mut builder = http2::Builder::new(TokioExecutor::new());
-                builder.timer(TokioTimer::new());
+                builder
+                    .timer(TokioTimer::new())
+                    .auto_date_header(options.date_header);
                 Protocols::Http2(builder)
             }
         }

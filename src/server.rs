@@ -55,6 +55,8 @@ pub struct ServerOptions {
     /// Shut down gracefully after this many requests (`--limit-max-requests`), for a
     /// supervisor to replace the process.
     pub limit_max_requests: Option<u64>,
+    /// Send a `date` header on responses that have none (`--date-header`).
+    pub date_header: bool,
 }
 
 impl Default for ServerOptions {
@@ -69,6 +71,7 @@ impl Default for ServerOptions {
             tls: None,
             backlog: DEFAULT_BACKLOG,
             limit_max_requests: None,
+            date_header: true,
         }
     }
 }

@@ -165,6 +165,32 @@ def test_server_and_date_headers_are_sent_by_default(server_factory):
     assert headers["date"].endswith(" GMT")
 
 
+APP_DATE = "Thu, 01 Jan 2015 00:00:00 GMT"  # what pyapp/conformance.py's /dated sends
+
+
+def test_no_date_header_removes_it_but_keeps_the_apps_own(server_factory):
+    server = server_factory("pyapp.conformance:app", "--no-date-header")
+    assert "date" not in httpx.get(server.url + "/ok").headers
+    assert httpx.get(server.url + "/dated").headers.get_list("date") == [APP_DATE]
+
+
+@pytest.mark.rust_only  # uvicorn sends its date next to the app's own
+def test_the_apps_own_date_header_replaces_the_servers(server_factory):
+    server = server_factory("pyapp.conformance:app")
+    assert httpx.get(server.url + "/dated").headers.get_list("date") == [APP_DATE]
+
+
+@pytest.mark.rust_only  # uvicorn speaks no HTTP/2
+def test_date_header_flags_apply_to_h2c_too(server_factory):
+    for args, date in [((), True), (("--no-date-header",), False)]:
+        server = server_factory("pyapp.conformance:app", *args)
+        with httpx.Client(http1=False, http2=True, timeout=10) as client:
+            response = client.get(server.url + "/ok")
+            assert response.http_version == "HTTP/2"
+            assert ("date" in response.headers) == date
+            assert client.get(server.url + "/dated").headers.get_list("date") == [APP_DATE]
+
+
 def test_no_server_header_removes_it(server_factory):
     server = server_factory("pyapp.conformance:app", "--no-server-header")
     assert "server" not in httpx.get(server.url + "/ok").headers
