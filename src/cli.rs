@@ -82,7 +82,8 @@ pub struct Cli {
     #[arg(long, default_value_t = crate::app::DEFAULT_WS_MAX_SIZE)]
     pub ws_max_size: usize,
 
-    /// Close keep-alive connections idle for this many seconds.
+    /// Close a connection that has waited this many seconds after a response for its next
+    /// request.
     #[arg(long, default_value_t = 5)]
     pub timeout_keep_alive: u64,
 

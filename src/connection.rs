@@ -23,6 +23,7 @@ use tower::ServiceExt;
 use crate::access_log::{LoggedBody, RequestLine};
 use crate::asgi::ConnectionInfo;
 use crate::asgi::body::BoxError;
+use crate::keep_alive::{KeepAlive, Tracked};
 use crate::listener::Stream;
 use crate::server::{ServerHandle, ServerOptions};
 
@@ -145,6 +146,8 @@ pub(crate) struct ConnectionSetup<S> {
     pub protocols: Arc<Protocols>,
     pub tls: Option<TlsAcceptor>,
     pub handshake_timeout: Duration,
+    /// Idle time after a response before the connection is closed (`--timeout-keep-alive`).
+    pub keep_alive_timeout: Duration,
     pub access_log: bool,
     pub budget: Option<Arc<RequestBudget>>,
     pub shutdown: Shutdown,
@@ -157,6 +160,7 @@ impl<S: Clone> Clone for ConnectionSetup<S> {
             protocols: self.protocols.clone(),
             tls: self.tls.clone(),
             handshake_timeout: self.handshake_timeout,
+            keep_alive_timeout: self.keep_alive_timeout,
             access_log: self.access_log,
             budget: self.budget.clone(),
             shutdown: self.shutdown.clone(),
@@ -198,12 +202,15 @@ where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let io = TokioIo::new(io);
-        // Each request learns where it came from, is counted, and has its response body
-        // wrapped for the access log.
+        let keep_alive = KeepAlive::new(self.keep_alive_timeout);
+        // Each request learns where it came from, is counted, keeps the connection busy
+        // until its response is sent, and has its response body wrapped for the access log.
         let service = self.service.clone();
         let access_log = self.access_log;
         let budget = self.budget.clone();
+        let requests = keep_alive.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            let in_flight = requests.request();
             request.extensions_mut().insert(connection);
             if let Some(budget) = &budget {
                 budget.count();
@@ -212,14 +219,15 @@ where
             let response = service.clone().oneshot(request);
             async move {
                 let response = response.await?;
-                Ok::<_, Infallible>(match line {
+                let response = match line {
                     Some(line) => {
                         let status = response.status();
                         response
                             .map(|body| MaybeLogged::Logged(LoggedBody::new(body, line, status)))
                     }
                     None => response.map(MaybeLogged::Plain),
-                })
+                };
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
             }
         });
         let shutdown = &self.shutdown;
@@ -229,6 +237,7 @@ where
                 builder.serve_connection_with_upgrades(io, service),
                 auto::UpgradeableConnection::graceful_shutdown,
                 shutdown,
+                keep_alive.expired(),
             )
             .await
             .map_err(|err| err.to_string()),
@@ -236,6 +245,7 @@ where
                 builder.serve_connection(io, service).with_upgrades(),
                 http1::UpgradeableConnection::graceful_shutdown,
                 shutdown,
+                keep_alive.expired(),
             )
             .await
             .map_err(|err| err.to_string()),
@@ -243,6 +253,7 @@ where
                 builder.serve_connection(io, service),
                 http2::Connection::graceful_shutdown,
                 shutdown,
+                keep_alive.expired(),
             )
             .await
             .map_err(|err| err.to_string()),
@@ -260,12 +271,13 @@ fn log_end(peer: Option<SocketAddr>, what: &str, detail: &dyn std::fmt::Display)
     }
 }
 
-/// Runs a hyper connection through the shutdown stages: on draining it is asked to finish
-/// gracefully, on closing it is dropped.
+/// Runs a hyper connection through the shutdown stages: on draining, or when it has been
+/// idle too long, it is asked to finish gracefully; on closing it is dropped.
 async fn drive<C, E>(
     connection: C,
     graceful_shutdown: fn(Pin<&mut C>),
     shutdown: &Shutdown,
+    idle_too_long: impl Future<Output = ()>,
 ) -> Result<(), E>
 where
     C: Future<Output = Result<(), E>>,
@@ -274,6 +286,7 @@ where
     tokio::select! {
         result = connection.as_mut() => return result,
         () = shutdown.draining.cancelled() => graceful_shutdown(connection.as_mut()),
+        () = idle_too_long => graceful_shutdown(connection.as_mut()),
         () = shutdown.closing.cancelled() => return Ok(()),
     }
     tokio::select! {
@@ -349,6 +362,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_idle_too_long_is_asked_to_finish() {
+        use std::sync::atomic::AtomicBool;
+        static ASKED: AtomicBool = AtomicBool::new(false);
+        let shutdown = Shutdown::default();
+        let driven = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                drive(
+                    std::future::pending::<Result<(), ()>>(),
+                    |_| ASKED.store(true, Ordering::SeqCst),
+                    &shutdown,
+                    std::future::ready(()),
+                )
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(ASKED.load(Ordering::SeqCst));
+        assert!(!driven.is_finished());
+        shutdown.closing.cancel();
+        assert_eq!(driven.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test]
     async fn draining_asks_the_connection_to_finish_and_closing_drops_it() {
         use std::sync::atomic::AtomicBool;
         static ASKED: AtomicBool = AtomicBool::new(false);
@@ -361,6 +398,7 @@ mod tests {
                     connection,
                     |_| ASKED.store(true, Ordering::SeqCst),
                     &shutdown,
+                    std::future::pending(),
                 )
                 .await
             }

@@ -25,6 +25,7 @@ pub mod asgi;
 pub mod cli;
 pub mod connection;
 pub mod default_headers;
+mod keep_alive;
 pub mod limits;
 pub mod listener;
 pub mod proxy_headers;

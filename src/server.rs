@@ -195,6 +195,7 @@ where
             protocols: Arc::new(Protocols::new(options.http, &options)),
             tls,
             handshake_timeout: options.header_read_timeout,
+            keep_alive_timeout: options.timeout_keep_alive,
             access_log: options.access_log,
             budget: options
                 .limit_max_requests

@@ -3,6 +3,7 @@ response headers, --env-file and JSON logs, each with uvicorn's flag where uvico
 
 import asyncio
 import json
+import socket
 import time
 
 import httpx
@@ -153,6 +154,76 @@ def test_a_chunked_body_over_the_limit_gets_413(server_factory):
     )
     assert response.status == 200
     assert json.loads(response.body)["length"] == 64
+
+
+# --- keep-alive ------------------------------------------------------------------------------
+
+
+def seconds_until_closed(conn: RawConnection) -> float:
+    started = time.monotonic()
+    assert conn.read_to_eof() == b""
+    return time.monotonic() - started
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_timeout_keep_alive(server_factory):
+    server = server_factory("pyapp.conformance:app", "--timeout-keep-alive", "1")
+    with RawConnection(server.port) as conn:
+        conn.send(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.read_response().body == b"ok"
+        # A request within the timeout keeps the connection, and starts the wait anew.
+        time.sleep(0.6)
+        conn.send(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.read_response().body == b"ok"
+        assert 0.8 < seconds_until_closed(conn) < 2.0
+
+
+def test_a_request_slower_than_timeout_keep_alive_is_answered(server_factory):
+    server = server_factory(
+        "pyapp.lifespan_apps:app", "--timeout-keep-alive", "1", env={"LIFESPAN_STARTUP_DELAY": "0"}
+    )
+    with RawConnection(server.port) as conn:
+        conn.send(b"GET /sleep?s=2.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = conn.read_response()
+        assert (response.status, response.body) == (200, b"slept 2.5")
+        assert 0.8 < seconds_until_closed(conn) < 2.0
+
+
+@pytest.mark.rust_only  # uvicorn speaks no HTTP/2
+def test_an_idle_h2c_connection_gets_goaway_after_timeout_keep_alive(server_factory):
+    import h2.config
+    import h2.connection
+    import h2.events
+    from hyperframe.frame import Frame, GoAwayFrame, PingFrame
+
+    server = server_factory("pyapp.conformance:app", "--timeout-keep-alive", "1")
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    request = [(":method", "GET"), (":path", "/ok"), (":scheme", "http"), (":authority", "localhost")]
+    client.send_headers(1, request, end_stream=True)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(client.data_to_send())
+        answered = False
+        while not answered and (data := sock.recv(65536)):
+            answered = any(isinstance(event, h2.events.StreamEnded) for event in client.receive_data(data))
+            sock.sendall(client.data_to_send())
+        assert answered
+        # What follows is read as raw frames: h2's client state machine refuses the PING
+        # that hyper sends after its GOAWAY, and waits for the answer before it closes.
+        started, frames, buffer = time.monotonic(), [], b""
+        while data := sock.recv(65536):
+            buffer += data
+            while len(buffer) >= 9:
+                frame, length = Frame.parse_frame_header(memoryview(buffer[:9]))
+                if len(buffer) < 9 + length:
+                    break
+                frame.parse_body(memoryview(buffer[9 : 9 + length]))
+                buffer = buffer[9 + length :]
+                frames.append(frame)
+                if isinstance(frame, PingFrame) and "ACK" not in frame.flags:
+                    sock.sendall(PingFrame(0, frame.opaque_data, flags=["ACK"]).serialize())
+        idle = time.monotonic() - started
+    assert any(isinstance(frame, GoAwayFrame) for frame in frames), frames
+    assert 0.8 < idle < 2.0
 
 
 # --- default response headers ----------------------------------------------------------------
