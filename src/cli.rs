@@ -372,13 +372,9 @@ impl Cli {
             backlog: self.backlog,
             limit_max_requests: self.limit_max_requests(),
             date_header: !self.no_date_header,
+            proxy_headers: (!self.no_proxy_headers).then(|| self.forwarded_allow_ips.clone()),
             ..ServerOptions::default()
         }
-    }
-
-    /// Whose proxy headers to believe, or `None` with --no-proxy-headers.
-    pub fn trusted_proxies(&self) -> Option<TrustedProxies> {
-        (!self.no_proxy_headers).then(|| self.forwarded_allow_ips.clone())
     }
 
     /// The --header headers, with `server: rust-asgi-server` unless switched off or given
@@ -556,23 +552,14 @@ mod tests {
 
     #[test]
     fn proxy_headers_are_trusted_from_localhost_unless_switched_off() {
+        let trusted = |args: &[&str]| parse(args).server_options().proxy_headers;
+        assert_eq!(trusted(&["a:b"]), Some(TrustedProxies::localhost()));
         assert_eq!(
-            parse(&["a:b"]).trusted_proxies(),
-            Some("127.0.0.1".parse().unwrap())
-        );
-        assert_eq!(
-            parse(&["a:b", "--forwarded-allow-ips", "*"]).trusted_proxies(),
+            trusted(&["a:b", "--forwarded-allow-ips", "*"]),
             Some(TrustedProxies::everyone())
         );
-        assert_eq!(
-            parse(&["a:b", "--no-proxy-headers"]).trusted_proxies(),
-            None
-        );
-        assert!(
-            parse(&["a:b", "--no-proxy-headers", "--proxy-headers"])
-                .trusted_proxies()
-                .is_some()
-        );
+        assert_eq!(trusted(&["a:b", "--no-proxy-headers"]), None);
+        assert!(trusted(&["a:b", "--no-proxy-headers", "--proxy-headers"]).is_some());
     }
 
     #[test]

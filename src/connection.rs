@@ -25,6 +25,7 @@ use crate::asgi::ConnectionInfo;
 use crate::asgi::body::BoxError;
 use crate::keep_alive::{KeepAlive, Tracked};
 use crate::listener::Stream;
+use crate::proxy_headers::TrustedProxies;
 use crate::server::{ServerHandle, ServerOptions};
 
 /// Which HTTP versions the server speaks (`--http`).
@@ -149,6 +150,7 @@ pub(crate) struct ConnectionSetup<S> {
     /// Idle time after a response before the connection is closed (`--timeout-keep-alive`).
     pub keep_alive_timeout: Duration,
     pub access_log: bool,
+    pub proxy_headers: Option<Arc<TrustedProxies>>,
     pub budget: Option<Arc<RequestBudget>>,
     pub shutdown: Shutdown,
 }
@@ -162,6 +164,7 @@ impl<S: Clone> Clone for ConnectionSetup<S> {
             handshake_timeout: self.handshake_timeout,
             keep_alive_timeout: self.keep_alive_timeout,
             access_log: self.access_log,
+            proxy_headers: self.proxy_headers.clone(),
             budget: self.budget.clone(),
             shutdown: self.shutdown.clone(),
         }
@@ -203,14 +206,20 @@ where
     {
         let io = TokioIo::new(io);
         let keep_alive = KeepAlive::new(self.keep_alive_timeout);
-        // Each request learns where it came from, is counted, keeps the connection busy
-        // until its response is sent, and has its response body wrapped for the access log.
+        // Each request learns where it came from (as a trusted proxy reports it), is counted,
+        // keeps the connection busy until its response is sent, and has its response body
+        // wrapped for the access log.
         let service = self.service.clone();
         let access_log = self.access_log;
+        let proxy_headers = self.proxy_headers.clone();
         let budget = self.budget.clone();
         let requests = keep_alive.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             let in_flight = requests.request();
+            let connection = match &proxy_headers {
+                Some(trusted) => trusted.apply(connection, request.headers()),
+                None => connection,
+            };
             request.extensions_mut().insert(connection);
             if let Some(budget) = &budget {
                 budget.count();

@@ -46,7 +46,8 @@ pub use tls::{ClientCertificates, TlsOptions};
 
 /// The Tower layers the binary puts around its router, for a `main.rs` of your own to put
 /// around yours (`tower::ServiceBuilder::new().layer(…).service(router)`), so Rust and Python
-/// routes get the same treatment.
+/// routes get the same treatment. Proxy headers are [`Server`]'s own business
+/// ([`ServerOptions::proxy_headers`]); their layer is for routers served without it.
 pub mod layers {
     pub use crate::default_headers::DefaultHeadersLayer;
     pub use crate::limits::{BodySizeLimitLayer, InFlightLimitLayer};

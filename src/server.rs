@@ -18,6 +18,7 @@ use crate::asgi::body::BoxError;
 use crate::asgi::{ConnectionInfo, ServerAddress};
 use crate::connection::{ConnectionSetup, HttpVersions, Protocols, RequestBudget, Shutdown};
 use crate::listener::{Bind, DEFAULT_BACKLOG, Listener, describe};
+use crate::proxy_headers::TrustedProxies;
 use crate::tls::TlsOptions;
 use crate::{Error, PythonApp};
 
@@ -57,6 +58,10 @@ pub struct ServerOptions {
     pub limit_max_requests: Option<u64>,
     /// Send a `date` header on responses that have none (`--date-header`).
     pub date_header: bool,
+    /// Whose proxy headers to believe (`--forwarded-allow-ips`); `None` believes no one
+    /// (`--no-proxy-headers`). Applied as each request arrives, so the router, the app and
+    /// the access log all see the client the proxy reports.
+    pub proxy_headers: Option<TrustedProxies>,
 }
 
 impl Default for ServerOptions {
@@ -72,6 +77,7 @@ impl Default for ServerOptions {
             backlog: DEFAULT_BACKLOG,
             limit_max_requests: None,
             date_header: true,
+            proxy_headers: Some(TrustedProxies::localhost()),
         }
     }
 }
@@ -197,6 +203,7 @@ where
             handshake_timeout: options.header_read_timeout,
             keep_alive_timeout: options.timeout_keep_alive,
             access_log: options.access_log,
+            proxy_headers: options.proxy_headers.clone().map(Arc::new),
             budget: options
                 .limit_max_requests
                 .map(|limit| Arc::new(RequestBudget::new(limit, self.handle.clone()))),

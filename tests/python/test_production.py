@@ -3,6 +3,7 @@ response headers, --env-file and JSON logs, each with uvicorn's flag where uvico
 
 import asyncio
 import json
+import re
 import socket
 import time
 
@@ -69,6 +70,23 @@ def test_client_is_the_rightmost_address_that_is_not_a_trusted_proxy(server_fact
     # With `*` every hop is trusted, so the left-most is the client.
     server = server_factory("pyapp.conformance:app", "--forwarded-allow-ips", "*")
     assert scope_of(server, chain)["client"] == ["198.51.100.1", 0]
+
+
+def test_the_access_log_shows_the_client_a_trusted_proxy_forwards(server_factory):
+    server = server_factory("pyapp.conformance:app", "--forwarded-allow-ips", "127.0.0.1")
+    httpx.get(server.url + "/ok?via=proxy", headers=PROXIED)
+    line = server.wait_for_log(re.compile(r'(\S+) (?:- )?"GET /ok\?via=proxy HTTP/1\.1" 200'))
+    assert line is not None, server.logs()
+    assert line.group(1) == "203.0.113.7:0"
+
+
+def test_the_access_log_shows_the_peer_when_the_proxy_is_not_trusted(server_factory):
+    server = server_factory("pyapp.conformance:app", "--forwarded-allow-ips", "10.0.0.1")
+    httpx.get(server.url + "/ok?via=untrusted", headers=PROXIED)
+    line = server.wait_for_log(re.compile(r'(\S+) (?:- )?"GET /ok\?via=untrusted HTTP/1\.1" 200'))
+    assert line is not None, server.logs()
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", line.group(1)), line.group(0)
+    assert "203.0.113.7" not in server.logs()
 
 
 @pytest.mark.rust_only  # uvicorn reads only X-Forwarded-*
