@@ -18,6 +18,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::access_log::{LoggedBody, RequestLine};
@@ -104,13 +105,17 @@ impl Protocols {
     }
 }
 
-/// The shutdown stages every connection watches.
+/// The shutdown stages every connection watches, and the tasks that serve clients, which
+/// shutdown waits for: connections, and the websockets upgraded from them, which outlive
+/// their HTTP connection.
 #[derive(Clone, Default)]
 pub(crate) struct Shutdown {
-    /// Finish the requests in flight, then close (HTTP/1 stops keep-alive, HTTP/2 sends GOAWAY).
+    /// Finish the requests in flight, then close (HTTP/1 stops keep-alive, HTTP/2 sends
+    /// GOAWAY, websockets close with 1012).
     pub draining: CancellationToken,
     /// Drop the connection now; its requests' apps see `http.disconnect`.
     pub closing: CancellationToken,
+    pub tasks: TaskTracker,
 }
 
 /// `--limit-max-requests`: counts requests and starts the server's graceful shutdown when

@@ -12,11 +12,10 @@ use http_body::Body;
 use hyper::body::Incoming;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::task::TaskTracker;
 
 use crate::asgi::body::BoxError;
 use crate::asgi::{ConnectionInfo, ServerAddress};
-use crate::connection::{ConnectionSetup, HttpVersions, Protocols, RequestBudget, Shutdown};
+use crate::connection::{ConnectionSetup, HttpVersions, Protocols, RequestBudget};
 use crate::listener::{Bind, DEFAULT_BACKLOG, Listener, describe};
 use crate::proxy_headers::TrustedProxies;
 use crate::tls::TlsOptions;
@@ -207,12 +206,12 @@ where
             budget: options
                 .limit_max_requests
                 .map(|limit| Arc::new(RequestBudget::new(limit, self.handle.clone()))),
-            shutdown: Shutdown::default(),
+            shutdown: python.shutdown_stages().clone(),
         };
-        let connections = TaskTracker::new();
+        let connections = setup.shutdown.tasks.clone();
         let mut accepting = tokio::task::JoinSet::new();
         for listener in listeners {
-            accepting.spawn(accept_loop(listener, setup.clone(), connections.clone()));
+            accepting.spawn(accept_loop(listener, setup.clone()));
         }
         shutdown_signal(self.handle.subscribe_shutdown()).await;
         tracing::info!("shutting down: no new connections, waiting for in-flight requests");
@@ -302,7 +301,7 @@ async fn shutdown_signal(mut requested: watch::Receiver<bool>) {
     }
 }
 
-async fn accept_loop<S, B>(listener: Listener, setup: ConnectionSetup<S>, connections: TaskTracker)
+async fn accept_loop<S, B>(listener: Listener, setup: ConnectionSetup<S>)
 where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
@@ -330,6 +329,9 @@ where
             server,
             secure,
         };
-        connections.spawn(setup.clone().serve(stream, connection));
+        setup
+            .shutdown
+            .tasks
+            .spawn(setup.clone().serve(stream, connection));
     }
 }
