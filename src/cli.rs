@@ -14,8 +14,8 @@ use crate::proxy_headers::TrustedProxies;
 use crate::reload::{FileWatcher, ReloadFilter};
 use crate::server::ServerOptions;
 use crate::{
-    ClientCertificates, Error, HttpVersions, Interface, LifespanMode, LoopKind, PythonApp,
-    PythonAppBuilder, TlsOptions,
+    ClientCertificates, Error, HttpVersions, Interface, KeyPassword, LifespanMode, LoopKind,
+    PythonApp, PythonAppBuilder, TlsOptions,
 };
 
 /// Serve a Python ASGI application (Starlette, FastAPI, any ASGI 3 or 2 app) from Rust.
@@ -185,6 +185,10 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", requires = "ssl_certfile")]
     pub ssl_keyfile: Option<PathBuf>,
 
+    /// The password of an encrypted (PKCS#8) --ssl-keyfile.
+    #[arg(long, value_name = "PASSWORD", requires = "ssl_certfile")]
+    pub ssl_keyfile_password: Option<String>,
+
     /// PEM CA certificates that client certificates are checked against.
     #[arg(long, value_name = "PATH", requires = "ssl_certfile")]
     pub ssl_ca_certs: Option<PathBuf>,
@@ -325,6 +329,7 @@ impl Cli {
         Some(TlsOptions {
             certfile,
             keyfile: self.ssl_keyfile.clone(),
+            keyfile_password: self.ssl_keyfile_password.clone().map(KeyPassword),
             ca_certs: self.ssl_ca_certs.clone(),
             client_certificates: self.ssl_cert_reqs,
         })

@@ -42,7 +42,7 @@ pub use asgi::{AsgiService, ConnectionInfo, LifespanMode, ServerAddress};
 pub use connection::HttpVersions;
 pub use python::{Interface, LoopKind};
 pub use server::{Server, ServerHandle, ServerOptions};
-pub use tls::{ClientCertificates, TlsOptions};
+pub use tls::{ClientCertificates, KeyPassword, TlsOptions};
 
 /// The Tower layers the binary puts around its router, for a `main.rs` of your own to put
 /// around yours (`tower::ServiceBuilder::new().layer(…).service(router)`), so Rust and Python
