@@ -37,12 +37,14 @@ pub struct TlsOptions {
 /// values of Python's `ssl.CERT_NONE`, `CERT_OPTIONAL`, `CERT_REQUIRED`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ClientCertificates {
+    /// Not asked for.
     #[default]
     #[value(name = "0", alias = "none")]
     NotRequested,
     /// Asked for; a client without one is still served, one with a bad one is refused.
     #[value(name = "1", alias = "optional")]
     Optional,
+    /// Asked for; a client without a valid one is refused.
     #[value(name = "2", alias = "required")]
     Required,
 }
