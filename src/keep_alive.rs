@@ -17,7 +17,7 @@ use std::time::Duration;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
-/// While requests are in flight the watcher looks again this often at the latest, so a
+/// The least time between two looks of the watcher while requests are in flight, so that a
 /// zero timeout does not make it spin.
 const BUSY_RECHECK: Duration = Duration::from_millis(100);
 
