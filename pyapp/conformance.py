@@ -8,6 +8,7 @@ message after the response) store it under a key and read it back with ``/report
 Routes (paths are matched after removing ``root_path``):
 
 - ``/ok``                    200 ``ok`` with content-length (also for HEAD).
+- ``/dated``                 200 ``ok`` with a ``date`` header of its own (``APP_DATE``).
 - ``/qs``                    the raw query string as the body.
 - ``/scope...``              the scope as JSON (bytes tagged as ``{"bytes": latin-1 text}``).
 - ``/state-write?value``     writes into ``scope["state"]`` (must not leak to other requests).
@@ -42,6 +43,8 @@ _events = {}  # key -> asyncio.Event, for /stream-wait and /release
 _records = {}  # key -> dict, what an app instance observed
 _record_ready = {}  # key -> asyncio.Event set when the record exists
 _seen = []  # raw paths of every request served by this process
+
+APP_DATE = b"Thu, 01 Jan 2015 00:00:00 GMT"
 
 
 # --------------------------------------------------------------------------------------
@@ -125,6 +128,10 @@ async def _lifespan(scope, receive, send):
 
 async def ok(scope, receive, send):
     await _respond(send, 200, b"ok")
+
+
+async def dated(scope, receive, send):
+    await _respond(send, 200, b"ok", headers=[(b"date", APP_DATE)])
 
 
 async def qs(scope, receive, send):
@@ -432,6 +439,7 @@ FAILURES = {
 
 ROUTES = {
     "/ok": ok,
+    "/dated": dated,
     "/qs": qs,
     "/echo": echo,
     "/state-write": state_write,

@@ -32,6 +32,8 @@ the keys of the requests that finished. Routes:
                               ``N`` repeated, with a content-length, so a client can tell a
                               response cut in the middle from a complete one.
 - websocket ``/state``        accepts and sends the scope's ``state`` as JSON text, closes.
+- websocket ``/echo?key=K``   accepts and echoes every message until ``websocket.disconnect``,
+                              then marks ``ws-disconnect-K`` with its ``code``.
 
 The other apps each show one lifespan behaviour (their HTTP side answers ``served``):
 
@@ -208,10 +210,23 @@ async def _websocket(scope, receive, send):
     message = await receive()
     assert message["type"] == "websocket.connect"
     await send({"type": "websocket.accept"})
+    if scope["path"] == "/echo":
+        await _echo_until_disconnect(scope, receive, send)
+        return
     state = scope.get("state")
     text = json.dumps({"state": None if state is None else _plain_state(state)})
     await send({"type": "websocket.send", "text": text})
     await send({"type": "websocket.close", "code": 1000})
+
+
+async def _echo_until_disconnect(scope, receive, send):
+    key = _query(scope).get("key")
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            mark(f"ws-disconnect-{key}", code=message.get("code"))
+            return
+        await send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")})
 
 
 async def app(scope, receive, send):

@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 use crate::Error;
 use crate::asgi::lifespan::{self, RunningLifespan};
 use crate::asgi::{AsgiService, LifespanMode};
+use crate::connection::Shutdown;
 use crate::python::{AppSpec, EventLoop, Interface, LoopKind, interpreter};
 
 /// A Python ASGI app running on its own loop thread.
@@ -16,6 +17,8 @@ pub struct PythonApp {
     root_path: String,
     lifespan: LifespanMode,
     ws_max_size: usize,
+    /// The server's shutdown stages, which the app's websockets watch too.
+    shutdown: Shutdown,
 }
 
 /// Options for [`PythonApp`]; every one has uvicorn's default.
@@ -53,7 +56,13 @@ impl PythonApp {
             self.event_loop.clone(),
             self.root_path.clone(),
             self.ws_max_size,
+            self.shutdown.clone(),
         )
+    }
+
+    /// What [`crate::Server`] drives its connections, and this app's websockets, with.
+    pub(crate) fn shutdown_stages(&self) -> &Shutdown {
+        &self.shutdown
     }
 
     /// Runs lifespan startup; no request should reach the app before it returns.
@@ -141,6 +150,7 @@ impl PythonAppBuilder {
             root_path: self.root_path,
             lifespan: self.lifespan,
             ws_max_size: self.ws_max_size,
+            shutdown: Shutdown::default(),
         })
     }
 }

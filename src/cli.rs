@@ -14,8 +14,8 @@ use crate::proxy_headers::TrustedProxies;
 use crate::reload::{FileWatcher, ReloadFilter};
 use crate::server::ServerOptions;
 use crate::{
-    ClientCertificates, Error, HttpVersions, Interface, LifespanMode, LoopKind, PythonApp,
-    PythonAppBuilder, TlsOptions,
+    ClientCertificates, Error, HttpVersions, Interface, KeyPassword, LifespanMode, LoopKind,
+    PythonApp, PythonAppBuilder, TlsOptions,
 };
 
 /// Serve a Python ASGI application (Starlette, FastAPI, any ASGI 3 or 2 app) from Rust.
@@ -82,7 +82,8 @@ pub struct Cli {
     #[arg(long, default_value_t = crate::app::DEFAULT_WS_MAX_SIZE)]
     pub ws_max_size: usize,
 
-    /// Close keep-alive connections idle for this many seconds.
+    /// Close a connection that has waited this many seconds after a response for its next
+    /// request.
     #[arg(long, default_value_t = 5)]
     pub timeout_keep_alive: u64,
 
@@ -125,6 +126,14 @@ pub struct Cli {
     /// Send no server header of our own.
     #[arg(long, overrides_with = "server_header")]
     pub no_server_header: bool,
+
+    /// Send a `date` header on responses without one (the default).
+    #[arg(long, overrides_with = "no_date_header")]
+    pub date_header: bool,
+
+    /// Send no date header of our own.
+    #[arg(long, overrides_with = "date_header")]
+    pub no_date_header: bool,
 
     /// A default response header, added when the response has none of that name; repeatable.
     #[arg(long = "header", value_name = "NAME:VALUE", value_parser = parse_header)]
@@ -175,6 +184,10 @@ pub struct Cli {
     /// The PEM private key of --ssl-certfile (default: read it from the certificate file).
     #[arg(long, value_name = "PATH", requires = "ssl_certfile")]
     pub ssl_keyfile: Option<PathBuf>,
+
+    /// The password of an encrypted (PKCS#8) --ssl-keyfile.
+    #[arg(long, value_name = "PASSWORD", requires = "ssl_certfile")]
+    pub ssl_keyfile_password: Option<String>,
 
     /// PEM CA certificates that client certificates are checked against.
     #[arg(long, value_name = "PATH", requires = "ssl_certfile")]
@@ -316,6 +329,7 @@ impl Cli {
         Some(TlsOptions {
             certfile,
             keyfile: self.ssl_keyfile.clone(),
+            keyfile_password: self.ssl_keyfile_password.clone().map(KeyPassword),
             ca_certs: self.ssl_ca_certs.clone(),
             client_certificates: self.ssl_cert_reqs,
         })
@@ -362,13 +376,10 @@ impl Cli {
             tls: self.tls_options(),
             backlog: self.backlog,
             limit_max_requests: self.limit_max_requests(),
+            date_header: !self.no_date_header,
+            proxy_headers: (!self.no_proxy_headers).then(|| self.forwarded_allow_ips.clone()),
             ..ServerOptions::default()
         }
-    }
-
-    /// Whose proxy headers to believe, or `None` with --no-proxy-headers.
-    pub fn trusted_proxies(&self) -> Option<TrustedProxies> {
-        (!self.no_proxy_headers).then(|| self.forwarded_allow_ips.clone())
     }
 
     /// The --header headers, with `server: rust-asgi-server` unless switched off or given
@@ -546,23 +557,14 @@ mod tests {
 
     #[test]
     fn proxy_headers_are_trusted_from_localhost_unless_switched_off() {
+        let trusted = |args: &[&str]| parse(args).server_options().proxy_headers;
+        assert_eq!(trusted(&["a:b"]), Some(TrustedProxies::localhost()));
         assert_eq!(
-            parse(&["a:b"]).trusted_proxies(),
-            Some("127.0.0.1".parse().unwrap())
-        );
-        assert_eq!(
-            parse(&["a:b", "--forwarded-allow-ips", "*"]).trusted_proxies(),
+            trusted(&["a:b", "--forwarded-allow-ips", "*"]),
             Some(TrustedProxies::everyone())
         );
-        assert_eq!(
-            parse(&["a:b", "--no-proxy-headers"]).trusted_proxies(),
-            None
-        );
-        assert!(
-            parse(&["a:b", "--no-proxy-headers", "--proxy-headers"])
-                .trusted_proxies()
-                .is_some()
-        );
+        assert_eq!(trusted(&["a:b", "--no-proxy-headers"]), None);
+        assert!(trusted(&["a:b", "--no-proxy-headers", "--proxy-headers"]).is_some());
     }
 
     #[test]
@@ -608,6 +610,21 @@ mod tests {
         let teams: Vec<_> = headers.get_all("x-team").iter().collect();
         assert_eq!(teams, ["blue", "green"]);
         assert_eq!(headers["server"], "edge:1");
+    }
+
+    #[test]
+    fn date_header_is_on_unless_switched_off_last() {
+        assert!(parse(&["a:b"]).server_options().date_header);
+        assert!(
+            !parse(&["a:b", "--no-date-header"])
+                .server_options()
+                .date_header
+        );
+        assert!(
+            parse(&["a:b", "--no-date-header", "--date-header"])
+                .server_options()
+                .date_header
+        );
     }
 
     #[test]

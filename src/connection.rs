@@ -18,12 +18,16 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::access_log::{LoggedBody, RequestLine};
 use crate::asgi::ConnectionInfo;
 use crate::asgi::body::BoxError;
+use crate::guarded_body::GuardedBody;
+use crate::keep_alive::KeepAlive;
 use crate::listener::Stream;
+use crate::proxy_headers::TrustedProxies;
 use crate::server::{ServerHandle, ServerOptions};
 
 /// Which HTTP versions the server speaks (`--http`).
@@ -73,8 +77,12 @@ impl Protocols {
                     .timer(TokioTimer::new())
                     .keep_alive(true)
                     .max_buf_size(max_buf_size)
-                    .header_read_timeout(options.header_read_timeout);
-                builder.http2().timer(TokioTimer::new());
+                    .header_read_timeout(options.header_read_timeout)
+                    .auto_date_header(options.date_header);
+                builder
+                    .http2()
+                    .timer(TokioTimer::new())
+                    .auto_date_header(options.date_header);
                 Protocols::Auto(builder)
             }
             HttpVersions::Http1 => {
@@ -83,25 +91,32 @@ impl Protocols {
                     .timer(TokioTimer::new())
                     .keep_alive(true)
                     .max_buf_size(max_buf_size)
-                    .header_read_timeout(options.header_read_timeout);
+                    .header_read_timeout(options.header_read_timeout)
+                    .auto_date_header(options.date_header);
                 Protocols::Http1(builder)
             }
             HttpVersions::Http2 => {
                 let mut builder = http2::Builder::new(TokioExecutor::new());
-                builder.timer(TokioTimer::new());
+                builder
+                    .timer(TokioTimer::new())
+                    .auto_date_header(options.date_header);
                 Protocols::Http2(builder)
             }
         }
     }
 }
 
-/// The shutdown stages every connection watches.
+/// The shutdown stages every connection watches, and the tasks that serve clients, which
+/// shutdown waits for: connections, and the websockets upgraded from them, which outlive
+/// their HTTP connection.
 #[derive(Clone, Default)]
 pub(crate) struct Shutdown {
-    /// Finish the requests in flight, then close (HTTP/1 stops keep-alive, HTTP/2 sends GOAWAY).
+    /// Finish the requests in flight, then close (HTTP/1 stops keep-alive, HTTP/2 sends
+    /// GOAWAY, websockets close with 1012).
     pub draining: CancellationToken,
     /// Drop the connection now; its requests' apps see `http.disconnect`.
     pub closing: CancellationToken,
+    pub tasks: TaskTracker,
 }
 
 /// `--limit-max-requests`: counts requests and starts the server's graceful shutdown when
@@ -138,7 +153,10 @@ pub(crate) struct ConnectionSetup<S> {
     pub protocols: Arc<Protocols>,
     pub tls: Option<TlsAcceptor>,
     pub handshake_timeout: Duration,
+    /// Idle time after a response before the connection is closed (`--timeout-keep-alive`).
+    pub keep_alive_timeout: Duration,
     pub access_log: bool,
+    pub proxy_headers: Option<Arc<TrustedProxies>>,
     pub budget: Option<Arc<RequestBudget>>,
     pub shutdown: Shutdown,
 }
@@ -150,7 +168,9 @@ impl<S: Clone> Clone for ConnectionSetup<S> {
             protocols: self.protocols.clone(),
             tls: self.tls.clone(),
             handshake_timeout: self.handshake_timeout,
+            keep_alive_timeout: self.keep_alive_timeout,
             access_log: self.access_log,
+            proxy_headers: self.proxy_headers.clone(),
             budget: self.budget.clone(),
             shutdown: self.shutdown.clone(),
         }
@@ -191,12 +211,21 @@ where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let io = TokioIo::new(io);
-        // Each request learns where it came from, is counted, and has its response body
+        let keep_alive = KeepAlive::new(self.keep_alive_timeout);
+        // Each request learns where it came from (as a trusted proxy reports it), is counted,
+        // keeps the connection busy until its response is sent, and has its response body
         // wrapped for the access log.
         let service = self.service.clone();
         let access_log = self.access_log;
+        let proxy_headers = self.proxy_headers.clone();
         let budget = self.budget.clone();
+        let requests = keep_alive.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            let in_flight = requests.request();
+            let connection = match &proxy_headers {
+                Some(trusted) => trusted.apply(connection, request.headers()),
+                None => connection,
+            };
             request.extensions_mut().insert(connection);
             if let Some(budget) = &budget {
                 budget.count();
@@ -205,14 +234,15 @@ where
             let response = service.clone().oneshot(request);
             async move {
                 let response = response.await?;
-                Ok::<_, Infallible>(match line {
+                let response = match line {
                     Some(line) => {
                         let status = response.status();
                         response
                             .map(|body| MaybeLogged::Logged(LoggedBody::new(body, line, status)))
                     }
                     None => response.map(MaybeLogged::Plain),
-                })
+                };
+                Ok::<_, Infallible>(response.map(|body| GuardedBody::new(body, in_flight)))
             }
         });
         let shutdown = &self.shutdown;
@@ -222,6 +252,7 @@ where
                 builder.serve_connection_with_upgrades(io, service),
                 auto::UpgradeableConnection::graceful_shutdown,
                 shutdown,
+                keep_alive.expired(),
             )
             .await
             .map_err(|err| err.to_string()),
@@ -229,6 +260,7 @@ where
                 builder.serve_connection(io, service).with_upgrades(),
                 http1::UpgradeableConnection::graceful_shutdown,
                 shutdown,
+                keep_alive.expired(),
             )
             .await
             .map_err(|err| err.to_string()),
@@ -236,6 +268,7 @@ where
                 builder.serve_connection(io, service),
                 http2::Connection::graceful_shutdown,
                 shutdown,
+                keep_alive.expired(),
             )
             .await
             .map_err(|err| err.to_string()),
@@ -253,12 +286,13 @@ fn log_end(peer: Option<SocketAddr>, what: &str, detail: &dyn std::fmt::Display)
     }
 }
 
-/// Runs a hyper connection through the shutdown stages: on draining it is asked to finish
-/// gracefully, on closing it is dropped.
+/// Runs a hyper connection through the shutdown stages: on draining, or when it has been
+/// idle too long, it is asked to finish gracefully; on closing it is dropped.
 async fn drive<C, E>(
     connection: C,
     graceful_shutdown: fn(Pin<&mut C>),
     shutdown: &Shutdown,
+    idle_too_long: impl Future<Output = ()>,
 ) -> Result<(), E>
 where
     C: Future<Output = Result<(), E>>,
@@ -267,6 +301,7 @@ where
     tokio::select! {
         result = connection.as_mut() => return result,
         () = shutdown.draining.cancelled() => graceful_shutdown(connection.as_mut()),
+        () = idle_too_long => graceful_shutdown(connection.as_mut()),
         () = shutdown.closing.cancelled() => return Ok(()),
     }
     tokio::select! {
@@ -342,6 +377,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_idle_too_long_is_asked_to_finish() {
+        use std::sync::atomic::AtomicBool;
+        static ASKED: AtomicBool = AtomicBool::new(false);
+        let shutdown = Shutdown::default();
+        let driven = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                drive(
+                    std::future::pending::<Result<(), ()>>(),
+                    |_| ASKED.store(true, Ordering::SeqCst),
+                    &shutdown,
+                    std::future::ready(()),
+                )
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(ASKED.load(Ordering::SeqCst));
+        assert!(!driven.is_finished());
+        shutdown.closing.cancel();
+        assert_eq!(driven.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test]
     async fn draining_asks_the_connection_to_finish_and_closing_drops_it() {
         use std::sync::atomic::AtomicBool;
         static ASKED: AtomicBool = AtomicBool::new(false);
@@ -354,6 +413,7 @@ mod tests {
                     connection,
                     |_| ASKED.store(true, Ordering::SeqCst),
                     &shutdown,
+                    std::future::pending(),
                 )
                 .await
             }

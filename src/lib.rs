@@ -25,6 +25,8 @@ pub mod asgi;
 pub mod cli;
 pub mod connection;
 pub mod default_headers;
+mod guarded_body;
+mod keep_alive;
 pub mod limits;
 pub mod listener;
 pub mod proxy_headers;
@@ -41,11 +43,12 @@ pub use asgi::{AsgiService, ConnectionInfo, LifespanMode, ServerAddress};
 pub use connection::HttpVersions;
 pub use python::{Interface, LoopKind};
 pub use server::{Server, ServerHandle, ServerOptions};
-pub use tls::{ClientCertificates, TlsOptions};
+pub use tls::{ClientCertificates, KeyPassword, TlsOptions};
 
 /// The Tower layers the binary puts around its router, for a `main.rs` of your own to put
 /// around yours (`tower::ServiceBuilder::new().layer(…).service(router)`), so Rust and Python
-/// routes get the same treatment.
+/// routes get the same treatment. Proxy headers are [`Server`]'s own business
+/// ([`ServerOptions::proxy_headers`]); their layer is for routers served without it.
 pub mod layers {
     pub use crate::default_headers::DefaultHeadersLayer;
     pub use crate::limits::{BodySizeLimitLayer, InFlightLimitLayer};

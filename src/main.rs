@@ -6,9 +6,7 @@ use std::process::ExitCode;
 use axum::Router;
 use clap::Parser;
 use rust_asgi_server::cli::{Cli, LogFormat, ProcessRole};
-use rust_asgi_server::layers::{
-    BodySizeLimitLayer, DefaultHeadersLayer, InFlightLimitLayer, ProxyHeadersLayer,
-};
+use rust_asgi_server::layers::{BodySizeLimitLayer, DefaultHeadersLayer, InFlightLimitLayer};
 use rust_asgi_server::workers::{Lifeline, Supervisor};
 use rust_asgi_server::{Error, Server};
 use tower::ServiceBuilder;
@@ -60,13 +58,11 @@ fn serve(cli: &Cli, import_string: &str) -> Result<(), Error> {
         };
         let python = cli.python_app(import_string).start()?;
         let router = Router::new().fallback_service(python.service());
-        // Outermost first: refusals get the default headers too, and happen before the
-        // proxy headers are even looked at.
+        // Outermost first: refusals get the default headers too.
         let service = ServiceBuilder::new()
             .layer(DefaultHeadersLayer::new(cli.default_headers()))
             .option_layer(cli.limit_concurrency.map(InFlightLimitLayer::new))
             .option_layer(cli.limit_request_body.map(BodySizeLimitLayer::new))
-            .option_layer(cli.trusted_proxies().map(ProxyHeadersLayer::new))
             .service(router);
         let server = binds
             .into_iter()

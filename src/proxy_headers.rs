@@ -34,6 +34,17 @@ pub struct TrustedProxies {
 }
 
 impl TrustedProxies {
+    /// Trusts proxies on this machine only: uvicorn's default `--forwarded-allow-ips`.
+    pub fn localhost() -> Self {
+        TrustedProxies {
+            networks: vec![Network {
+                address: IpAddr::from([127, 0, 0, 1]),
+                prefix: 32,
+            }],
+            ..TrustedProxies::default()
+        }
+    }
+
     /// Trusts every peer (`*`), for a server reachable only through its proxies.
     pub fn everyone() -> Self {
         TrustedProxies {
@@ -288,7 +299,9 @@ impl ForwardedHop {
     }
 }
 
-/// Applies [`TrustedProxies`] to every request: a [`tower::Layer`] for the whole router.
+/// Applies [`TrustedProxies`] to every request: a [`tower::Layer`] for the whole router, for
+/// routers served some other way than by [`crate::Server`], which applies
+/// [`crate::ServerOptions::proxy_headers`] itself (so that its access log sees them too).
 ///
 /// It rewrites the request's [`ConnectionInfo`] (inserted by [`crate::Server`] for each
 /// connection, or derived from axum's `ConnectInfo`), which the ASGI scope's `client` and
@@ -406,6 +419,7 @@ mod tests {
         assert!(!list.trusts_host("example.com"));
         assert!(trusted("*").trusts_host("anything"));
         assert_eq!(trusted("*"), TrustedProxies::everyone());
+        assert_eq!(trusted("127.0.0.1"), TrustedProxies::localhost());
         assert!(!trusted("").trusts_host("127.0.0.1"));
     }
 

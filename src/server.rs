@@ -12,12 +12,12 @@ use http_body::Body;
 use hyper::body::Incoming;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::task::TaskTracker;
 
 use crate::asgi::body::BoxError;
 use crate::asgi::{ConnectionInfo, ServerAddress};
-use crate::connection::{ConnectionSetup, HttpVersions, Protocols, RequestBudget, Shutdown};
+use crate::connection::{ConnectionSetup, HttpVersions, Protocols, RequestBudget};
 use crate::listener::{Bind, DEFAULT_BACKLOG, Listener, describe};
+use crate::proxy_headers::TrustedProxies;
 use crate::tls::TlsOptions;
 use crate::{Error, PythonApp};
 
@@ -55,6 +55,12 @@ pub struct ServerOptions {
     /// Shut down gracefully after this many requests (`--limit-max-requests`), for a
     /// supervisor to replace the process.
     pub limit_max_requests: Option<u64>,
+    /// Send a `date` header on responses that have none (`--date-header`).
+    pub date_header: bool,
+    /// Whose proxy headers to believe (`--forwarded-allow-ips`); `None` believes no one
+    /// (`--no-proxy-headers`). Applied as each request arrives, so the router, the app and
+    /// the access log all see the client the proxy reports.
+    pub proxy_headers: Option<TrustedProxies>,
 }
 
 impl Default for ServerOptions {
@@ -69,6 +75,8 @@ impl Default for ServerOptions {
             tls: None,
             backlog: DEFAULT_BACKLOG,
             limit_max_requests: None,
+            date_header: true,
+            proxy_headers: Some(TrustedProxies::localhost()),
         }
     }
 }
@@ -192,16 +200,18 @@ where
             protocols: Arc::new(Protocols::new(options.http, &options)),
             tls,
             handshake_timeout: options.header_read_timeout,
+            keep_alive_timeout: options.timeout_keep_alive,
             access_log: options.access_log,
+            proxy_headers: options.proxy_headers.clone().map(Arc::new),
             budget: options
                 .limit_max_requests
                 .map(|limit| Arc::new(RequestBudget::new(limit, self.handle.clone()))),
-            shutdown: Shutdown::default(),
+            shutdown: python.shutdown_stages().clone(),
         };
-        let connections = TaskTracker::new();
+        let connections = setup.shutdown.tasks.clone();
         let mut accepting = tokio::task::JoinSet::new();
         for listener in listeners {
-            accepting.spawn(accept_loop(listener, setup.clone(), connections.clone()));
+            accepting.spawn(accept_loop(listener, setup.clone()));
         }
         accepting.spawn(timer_heartbeat());
         let loop_died = tokio::select! {
@@ -319,7 +329,7 @@ async fn timer_heartbeat() {
     }
 }
 
-async fn accept_loop<S, B>(listener: Listener, setup: ConnectionSetup<S>, connections: TaskTracker)
+async fn accept_loop<S, B>(listener: Listener, setup: ConnectionSetup<S>)
 where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
@@ -347,6 +357,9 @@ where
             server,
             secure,
         };
-        connections.spawn(setup.clone().serve(stream, connection));
+        setup
+            .shutdown
+            .tasks
+            .spawn(setup.clone().serve(stream, connection));
     }
 }

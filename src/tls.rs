@@ -1,12 +1,14 @@
 //! TLS with rustls, configured from PEM files as uvicorn's `--ssl-*` flags name them.
 //!
 //! Everything is read and checked at start-up, so a missing file, a key that is not the
-//! certificate's or an unreadable CA bundle stops the server with a message naming the flag,
-//! instead of failing handshakes later.
+//! certificate's, a wrong key password or an unreadable CA bundle stops the server with a
+//! message naming the flag, instead of failing handshakes later.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use pkcs8::der::pem::PemLabel;
+use pkcs8::{EncryptedPrivateKeyInfoOwned, EncryptedPrivateKeyInfoRef};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -24,6 +26,8 @@ pub struct TlsOptions {
     /// PEM private key, PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (`--ssl-keyfile`); `None` when the
     /// key is in the certificate file.
     pub keyfile: Option<PathBuf>,
+    /// The password of an encrypted PKCS#8 key (`--ssl-keyfile-password`).
+    pub keyfile_password: Option<KeyPassword>,
     /// PEM CA certificates that client certificates are checked against (`--ssl-ca-certs`).
     pub ca_certs: Option<PathBuf>,
     pub client_certificates: ClientCertificates,
@@ -33,12 +37,14 @@ pub struct TlsOptions {
 /// values of Python's `ssl.CERT_NONE`, `CERT_OPTIONAL`, `CERT_REQUIRED`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ClientCertificates {
+    /// Not asked for.
     #[default]
     #[value(name = "0", alias = "none")]
     NotRequested,
     /// Asked for; a client without one is still served, one with a bad one is refused.
     #[value(name = "1", alias = "optional")]
     Optional,
+    /// Asked for; a client without a valid one is refused.
     #[value(name = "2", alias = "required")]
     Required,
 }
@@ -48,6 +54,7 @@ impl TlsOptions {
         TlsOptions {
             certfile: certfile.into(),
             keyfile: Some(keyfile.into()),
+            keyfile_password: None,
             ca_certs: None,
             client_certificates: ClientCertificates::NotRequested,
         }
@@ -58,16 +65,7 @@ impl TlsOptions {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certificates = read_certificates(&self.certfile, "--ssl-certfile")?;
         let key_path = self.keyfile.as_deref().unwrap_or(&self.certfile);
-        let key = PrivateKeyDer::from_pem_file(key_path).map_err(|err| match err {
-            pem::Error::NoItemsFound => Error::new(format!(
-                "no private key in --ssl-keyfile {} (encrypted keys are not supported)",
-                key_path.display()
-            )),
-            err => Error::new(format!(
-                "cannot read --ssl-keyfile {}: {err}",
-                key_path.display()
-            )),
-        })?;
+        let key = read_private_key(key_path, self.keyfile_password.as_ref())?;
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|err| Error::new(format!("TLS set-up failed: {err}")))?;
@@ -127,6 +125,73 @@ impl TlsOptions {
         })?;
         Ok(Some(verifier))
     }
+}
+
+/// A key file's password; `Debug` does not show it.
+#[derive(Clone)]
+pub struct KeyPassword(pub String);
+
+impl std::fmt::Debug for KeyPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyPassword(..)")
+    }
+}
+
+/// The private key in `path`: a plain one as rustls reads it, or an encrypted PKCS#8 one
+/// (`ENCRYPTED PRIVATE KEY`, as `openssl pkcs8 -topk8` and Python's `cryptography` write
+/// it) decrypted with `password`.
+fn read_private_key(
+    path: &Path,
+    password: Option<&KeyPassword>,
+) -> Result<PrivateKeyDer<'static>, Error> {
+    let cannot_read = |err: &dyn std::fmt::Display| {
+        Error::new(format!(
+            "cannot read --ssl-keyfile {}: {err}",
+            path.display()
+        ))
+    };
+    let pem = std::fs::read(path).map_err(|err| cannot_read(&err))?;
+    if let Some(encrypted) = encrypted_key_section(&pem) {
+        let Some(KeyPassword(password)) = password else {
+            return Err(Error::new(format!(
+                "--ssl-keyfile {} is encrypted: give its password with --ssl-keyfile-password",
+                path.display()
+            )));
+        };
+        let (_, der) = pkcs8::der::pem::decode_vec(encrypted).map_err(|err| cannot_read(&err))?;
+        let encrypted = EncryptedPrivateKeyInfoRef::try_from(der.as_slice())
+            .map_err(|err| cannot_read(&err))?;
+        let key = encrypted.decrypt(password).map_err(|err| {
+            Error::new(format!(
+                "cannot decrypt --ssl-keyfile {} with --ssl-keyfile-password \
+                 (wrong password?): {err}",
+                path.display()
+            ))
+        })?;
+        return Ok(PrivateKeyDer::Pkcs8(key.as_bytes().to_vec().into()));
+    }
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|err| match err {
+        pem::Error::NoItemsFound => Error::new(format!(
+            "no private key in --ssl-keyfile {}",
+            path.display()
+        )),
+        err => cannot_read(&err),
+    })
+}
+
+/// The PEM section of an encrypted PKCS#8 key within `pem`, which may hold certificates too.
+fn encrypted_key_section(pem: &[u8]) -> Option<&[u8]> {
+    let label = EncryptedPrivateKeyInfoOwned::PEM_LABEL;
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let find = |haystack: &[u8], needle: &str| {
+        haystack
+            .windows(needle.len())
+            .position(|window| window == needle.as_bytes())
+    };
+    let start = find(pem, &begin)?;
+    let length = find(&pem[start..], &end)? + end.len();
+    Some(&pem[start..start + length])
 }
 
 fn read_certificates(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
@@ -245,6 +310,13 @@ mod tests {
             "{message}"
         );
 
+        let message = error(TlsOptions::new(&cert, files.dir.join("missing.key")));
+        assert!(
+            message.starts_with("cannot read --ssl-keyfile"),
+            "{message}"
+        );
+        assert!(message.contains("missing.key"), "{message}");
+
         let mismatched = files.write("other.key", &other_key);
         let message = error(TlsOptions::new(&cert, &mismatched));
         assert!(
@@ -257,6 +329,54 @@ mod tests {
             ..TlsOptions::new(&cert, &key)
         });
         assert!(message.contains("needs --ssl-ca-certs"), "{message}");
+    }
+
+    /// An encrypted PKCS#8 key section; its content is never looked at without a password.
+    const ENCRYPTED_KEY: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----\n\
+        MAA=\n-----END ENCRYPTED PRIVATE KEY-----\n";
+
+    #[test]
+    fn an_encrypted_key_is_found_among_certificates() {
+        let (cert, key) = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let bundle = format!("{cert}{ENCRYPTED_KEY}{cert}");
+        assert_eq!(
+            encrypted_key_section(bundle.as_bytes()),
+            Some(ENCRYPTED_KEY.trim_end().as_bytes())
+        );
+        assert_eq!(encrypted_key_section(key.as_bytes()), None);
+        assert_eq!(
+            encrypted_key_section(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\ncut short"),
+            None
+        );
+    }
+
+    #[test]
+    fn an_encrypted_key_needs_its_password_and_a_bad_one_is_an_error_not_a_panic() {
+        let files = Files::new("encrypted");
+        let (cert, _) = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let cert = files.write("a.crt", &cert);
+        let key = files.write("a.key", ENCRYPTED_KEY);
+        let error = |password: Option<&str>| {
+            TlsOptions {
+                keyfile_password: password.map(|password| KeyPassword(password.into())),
+                ..TlsOptions::new(&cert, &key)
+            }
+            .server_config(HttpVersions::Auto)
+            .unwrap_err()
+            .to_string()
+        };
+        let message = error(None);
+        assert!(message.contains("is encrypted"), "{message}");
+        assert!(message.contains("a.key"), "{message}");
+        let message = error(Some("secret"));
+        assert!(
+            message.starts_with("cannot read --ssl-keyfile"),
+            "{message}"
+        );
+        assert_eq!(
+            format!("{:?}", KeyPassword("secret".into())),
+            "KeyPassword(..)"
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ use super::body::{BoxError, IncomingBody, RequestBody, ResponseBody, StreamItem,
 use super::parking::{Closed, Inbox, IntoMessage, Outbox};
 use super::scope::{self, ConnectionInfo, RequestHead};
 use super::websocket;
+use crate::connection::Shutdown;
 use crate::python::{EventLoop, format_traceback};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -49,15 +50,23 @@ struct ServiceConfig {
     root_path: String,
     /// Largest websocket message or frame accepted from a client.
     ws_max_size: usize,
+    /// Websockets close when the server shuts down.
+    shutdown: Shutdown,
 }
 
 impl AsgiService {
-    pub(crate) fn new(event_loop: EventLoop, root_path: String, ws_max_size: usize) -> Self {
+    pub(crate) fn new(
+        event_loop: EventLoop,
+        root_path: String,
+        ws_max_size: usize,
+        shutdown: Shutdown,
+    ) -> Self {
         AsgiService {
             shared: Arc::new(ServiceConfig {
                 event_loop,
                 root_path,
                 ws_max_size,
+                shutdown,
             }),
         }
     }
@@ -99,6 +108,7 @@ impl ServiceConfig {
                 self.event_loop.clone(),
                 self.root_path.clone(),
                 config,
+                self.shutdown.clone(),
                 parts,
             )
             .await;

@@ -2,6 +2,8 @@
 //! denial response), then tokio-tungstenite carries frames over hyper's upgraded
 //! connection while `send`/`receive` park on the loop thread exactly as for HTTP.
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
@@ -23,6 +25,7 @@ use super::body::{ResponseBody, app_bytes};
 use super::http::{flag, header_map, plain_response, request_head, response_head};
 use super::parking::{Closed, Inbox, IntoMessage, Outbox};
 use super::scope::{self, RequestHead};
+use crate::connection::Shutdown;
 use crate::python::{EventLoop, format_traceback};
 
 /// Messages from the client that may wait for the app before reading stops.
@@ -32,6 +35,11 @@ const OUTGOING_CAPACITY: usize = 16;
 
 /// The close code the app sees when the connection ends without a close frame.
 const ABNORMAL_CLOSURE: u16 = 1006;
+/// The close code of websockets open when the server shuts down, for the client and the
+/// app alike, as uvicorn sends: come back soon.
+const SERVICE_RESTART: u16 = 1012;
+/// How long a client has to answer that close frame before its socket is dropped.
+const SERVICE_RESTART_GRACE: Duration = Duration::from_secs(1);
 
 /// Whether a request asks for a websocket (RFC 6455 §4.2.1).
 pub fn is_upgrade_request(parts: &http::request::Parts) -> bool {
@@ -50,10 +58,11 @@ pub fn is_upgrade_request(parts: &http::request::Parts) -> bool {
 }
 
 /// Answers a websocket upgrade request by running the app's handshake.
-pub async fn handle(
+pub(crate) async fn handle(
     event_loop: EventLoop,
     root_path: String,
     config: WebSocketConfig,
+    shutdown: Shutdown,
     mut parts: http::request::Parts,
 ) -> Response<ResponseBody> {
     let Some(key) = parts.headers.get(http::header::SEC_WEBSOCKET_KEY).cloned() else {
@@ -98,6 +107,7 @@ pub async fn handle(
                 on_upgrade,
                 accept_key,
                 config,
+                shutdown,
                 gone,
                 denial: None,
             },
@@ -194,6 +204,7 @@ struct Handshake {
     on_upgrade: OnUpgrade,
     accept_key: String,
     config: WebSocketConfig,
+    shutdown: Shutdown,
     gone: CancellationToken,
     /// A denial response being assembled (`websocket.http.response.*`).
     denial: Option<(http::response::Parts, BytesMut)>,
@@ -379,13 +390,17 @@ impl WebSocketCycle {
             .incoming_tx
             .take()
             .expect("present until the handshake ends");
-        self.event_loop.runtime().spawn(run_connection(
-            handshake.on_upgrade,
-            handshake.config,
-            incoming_tx,
-            outgoing_tx.clone(),
-            outgoing_rx,
-        ));
+        handshake.shutdown.tasks.spawn_on(
+            run_connection(
+                handshake.on_upgrade,
+                handshake.config,
+                incoming_tx,
+                outgoing_tx.clone(),
+                outgoing_rx,
+                handshake.shutdown.clone(),
+            ),
+            self.event_loop.runtime(),
+        );
         let _ = handshake.response_tx.send(response);
         self.phase = Phase::Open(outgoing_tx);
         Ok(None)
@@ -539,13 +554,15 @@ async fn next_event(mut source: Source) -> (Option<Source>, Event) {
 }
 
 /// Runs an accepted websocket: frames from the client go to the app with backpressure,
-/// frames from the app go to the client; pings are answered by tungstenite.
+/// frames from the app go to the client; pings are answered by tungstenite. When the server
+/// drains, both sides are told [`SERVICE_RESTART`]; when it closes, the socket is dropped.
 async fn run_connection(
     on_upgrade: OnUpgrade,
     config: WebSocketConfig,
     incoming: mpsc::Sender<Event>,
     outgoing: mpsc::Sender<Message>,
     mut outgoing_rx: mpsc::Receiver<Message>,
+    shutdown: Shutdown,
 ) {
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
@@ -557,6 +574,27 @@ async fn run_connection(
     let socket =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     let (mut sink, mut stream) = socket.split();
+    let restart = {
+        let (incoming, outgoing) = (incoming.clone(), outgoing.clone());
+        let draining = shutdown.draining.clone();
+        async move {
+            draining.cancelled().await;
+            let goodbye = async {
+                let _ = incoming
+                    .send(Event::Disconnect {
+                        code: SERVICE_RESTART,
+                        reason: String::new(),
+                    })
+                    .await;
+                let _ = outgoing
+                    .send(close_frame(SERVICE_RESTART, String::new()))
+                    .await;
+                // The session ends itself once the client answers the close frame.
+                std::future::pending::<()>().await;
+            };
+            let _ = tokio::time::timeout(SERVICE_RESTART_GRACE, goodbye).await;
+        }
+    };
     let writer = async move {
         while let Some(frame) = outgoing_rx.recv().await {
             let closing = matches!(frame, Message::Close(_));
@@ -612,5 +650,9 @@ async fn run_connection(
         }
         let _ = incoming.send(abnormal_closure()).await;
     };
-    tokio::join!(writer, reader);
+    tokio::select! {
+        _ = async { tokio::join!(writer, reader) } => {}
+        () = restart => {}
+        () = shutdown.closing.cancelled() => {}
+    }
 }

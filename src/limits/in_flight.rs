@@ -14,11 +14,11 @@ use std::task::{Context, Poll, ready};
 use axum::body::Body;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::asgi::body::BoxError;
+use crate::guarded_body::GuardedBody;
 
 /// Admits at most `max` requests at a time across every service it makes; a [`tower::Layer`]
 /// for the whole router.
@@ -115,46 +115,14 @@ where
             ResponseFutureProjection::Admitted { inner, permit } => {
                 let response = ready!(inner.poll(cx))?;
                 let permit = permit.take().expect("polled after completion");
-                Poll::Ready(Ok(response.map(|body| {
-                    Body::new(PermittedBody {
-                        inner: body,
-                        _permit: permit,
-                    })
-                })))
+                Poll::Ready(Ok(
+                    response.map(|body| Body::new(GuardedBody::new(body, permit)))
+                ))
             }
             ResponseFutureProjection::Refused { response } => {
                 Poll::Ready(Ok(response.take().expect("polled after completion")))
             }
         }
-    }
-}
-
-pin_project! {
-    /// A response body holding its request's slot until it is dropped.
-    struct PermittedBody<B> {
-        #[pin]
-        inner: B,
-        _permit: OwnedSemaphorePermit,
-    }
-}
-
-impl<B: http_body::Body> http_body::Body for PermittedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -3,6 +3,8 @@ response headers, --env-file and JSON logs, each with uvicorn's flag where uvico
 
 import asyncio
 import json
+import re
+import socket
 import time
 
 import httpx
@@ -68,6 +70,23 @@ def test_client_is_the_rightmost_address_that_is_not_a_trusted_proxy(server_fact
     # With `*` every hop is trusted, so the left-most is the client.
     server = server_factory("pyapp.conformance:app", "--forwarded-allow-ips", "*")
     assert scope_of(server, chain)["client"] == ["198.51.100.1", 0]
+
+
+def test_the_access_log_shows_the_client_a_trusted_proxy_forwards(server_factory):
+    server = server_factory("pyapp.conformance:app", "--forwarded-allow-ips", "127.0.0.1")
+    httpx.get(server.url + "/ok?via=proxy", headers=PROXIED)
+    line = server.wait_for_log(re.compile(r'(\S+) (?:- )?"GET /ok\?via=proxy HTTP/1\.1" 200'))
+    assert line is not None, server.logs()
+    assert line.group(1) == "203.0.113.7:0"
+
+
+def test_the_access_log_shows_the_peer_when_the_proxy_is_not_trusted(server_factory):
+    server = server_factory("pyapp.conformance:app", "--forwarded-allow-ips", "10.0.0.1")
+    httpx.get(server.url + "/ok?via=untrusted", headers=PROXIED)
+    line = server.wait_for_log(re.compile(r'(\S+) (?:- )?"GET /ok\?via=untrusted HTTP/1\.1" 200'))
+    assert line is not None, server.logs()
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", line.group(1)), line.group(0)
+    assert "203.0.113.7" not in server.logs()
 
 
 @pytest.mark.rust_only  # uvicorn reads only X-Forwarded-*
@@ -155,6 +174,76 @@ def test_a_chunked_body_over_the_limit_gets_413(server_factory):
     assert json.loads(response.body)["length"] == 64
 
 
+# --- keep-alive ------------------------------------------------------------------------------
+
+
+def seconds_until_closed(conn: RawConnection) -> float:
+    started = time.monotonic()
+    assert conn.read_to_eof() == b""
+    return time.monotonic() - started
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_timeout_keep_alive(server_factory):
+    server = server_factory("pyapp.conformance:app", "--timeout-keep-alive", "1")
+    with RawConnection(server.port) as conn:
+        conn.send(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.read_response().body == b"ok"
+        # A request within the timeout keeps the connection, and starts the wait anew.
+        time.sleep(0.6)
+        conn.send(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.read_response().body == b"ok"
+        assert 0.8 < seconds_until_closed(conn) < 2.0
+
+
+def test_a_request_slower_than_timeout_keep_alive_is_answered(server_factory):
+    server = server_factory(
+        "pyapp.lifespan_apps:app", "--timeout-keep-alive", "1", env={"LIFESPAN_STARTUP_DELAY": "0"}
+    )
+    with RawConnection(server.port) as conn:
+        conn.send(b"GET /sleep?s=2.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = conn.read_response()
+        assert (response.status, response.body) == (200, b"slept 2.5")
+        assert 0.8 < seconds_until_closed(conn) < 2.0
+
+
+@pytest.mark.rust_only  # uvicorn speaks no HTTP/2
+def test_an_idle_h2c_connection_gets_goaway_after_timeout_keep_alive(server_factory):
+    import h2.config
+    import h2.connection
+    import h2.events
+    from hyperframe.frame import Frame, GoAwayFrame, PingFrame
+
+    server = server_factory("pyapp.conformance:app", "--timeout-keep-alive", "1")
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    request = [(":method", "GET"), (":path", "/ok"), (":scheme", "http"), (":authority", "localhost")]
+    client.send_headers(1, request, end_stream=True)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(client.data_to_send())
+        answered = False
+        while not answered and (data := sock.recv(65536)):
+            answered = any(isinstance(event, h2.events.StreamEnded) for event in client.receive_data(data))
+            sock.sendall(client.data_to_send())
+        assert answered
+        # What follows is read as raw frames: h2's client state machine refuses the PING
+        # that hyper sends after its GOAWAY, and waits for the answer before it closes.
+        started, frames, buffer = time.monotonic(), [], b""
+        while data := sock.recv(65536):
+            buffer += data
+            while len(buffer) >= 9:
+                frame, length = Frame.parse_frame_header(memoryview(buffer[:9]))
+                if len(buffer) < 9 + length:
+                    break
+                frame.parse_body(memoryview(buffer[9 : 9 + length]))
+                buffer = buffer[9 + length :]
+                frames.append(frame)
+                if isinstance(frame, PingFrame) and "ACK" not in frame.flags:
+                    sock.sendall(PingFrame(0, frame.opaque_data, flags=["ACK"]).serialize())
+        idle = time.monotonic() - started
+    assert any(isinstance(frame, GoAwayFrame) for frame in frames), frames
+    assert 0.8 < idle < 2.0
+
+
 # --- default response headers ----------------------------------------------------------------
 
 
@@ -163,6 +252,32 @@ def test_server_and_date_headers_are_sent_by_default(server_factory):
     headers = httpx.get(server.url + "/ok").headers
     assert headers["server"] == ("uvicorn" if IS_UVICORN else "rust-asgi-server")
     assert headers["date"].endswith(" GMT")
+
+
+APP_DATE = "Thu, 01 Jan 2015 00:00:00 GMT"  # what pyapp/conformance.py's /dated sends
+
+
+def test_no_date_header_removes_it_but_keeps_the_apps_own(server_factory):
+    server = server_factory("pyapp.conformance:app", "--no-date-header")
+    assert "date" not in httpx.get(server.url + "/ok").headers
+    assert httpx.get(server.url + "/dated").headers.get_list("date") == [APP_DATE]
+
+
+@pytest.mark.rust_only  # uvicorn sends its date next to the app's own
+def test_the_apps_own_date_header_replaces_the_servers(server_factory):
+    server = server_factory("pyapp.conformance:app")
+    assert httpx.get(server.url + "/dated").headers.get_list("date") == [APP_DATE]
+
+
+@pytest.mark.rust_only  # uvicorn speaks no HTTP/2
+def test_date_header_flags_apply_to_h2c_too(server_factory):
+    for args, date in [((), True), (("--no-date-header",), False)]:
+        server = server_factory("pyapp.conformance:app", *args)
+        with httpx.Client(http1=False, http2=True, timeout=10) as client:
+            response = client.get(server.url + "/ok")
+            assert response.http_version == "HTTP/2"
+            assert ("date" in response.headers) == date
+            assert client.get(server.url + "/dated").headers.get_list("date") == [APP_DATE]
 
 
 def test_no_server_header_removes_it(server_factory):

@@ -336,6 +336,53 @@ def test_unusable_certificates_stop_the_server_with_a_clear_message(tmp_path):
             assert "panicked" not in result.stderr
 
 
+def encrypt_key(key_path: Path, password: bytes) -> Path:
+    """``key_path``'s key as encrypted PKCS#8 PEM (``ENCRYPTED PRIVATE KEY``), in a new file."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    encrypted = key_path.with_suffix(".encrypted.key")
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(password),
+        )
+    )
+    return encrypted
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ecdsa"])
+def test_tls_with_an_encrypted_key_and_its_password(start, tmp_path, kind):
+    cert, key = make_certificate(tmp_path, kind)
+    encrypted = encrypt_key(key, b"correct horse")
+    assert b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in encrypted.read_bytes()
+    server, match = start(
+        "--app", APP, "--bind", "127.0.0.1:0", "--ssl-certfile", str(cert),
+        "--ssl-keyfile", str(encrypted), "--ssl-keyfile-password", "correct horse",
+        ready=r"listening on https://127\.0\.0\.1:(\d+)",
+    )
+    trust = ssl.create_default_context(cafile=str(cert))
+    assert httpx.get(f"https://localhost:{match.group(1)}/ok", verify=trust, timeout=20).text == "ok"
+
+
+def test_an_encrypted_key_without_its_password_stops_the_server_with_a_clear_message(tmp_path):
+    cert, key = make_certificate(tmp_path, "ecdsa")
+    encrypted = encrypt_key(key, b"correct horse")
+    cases = [
+        (["--ssl-keyfile-password", "battery staple"], "cannot decrypt --ssl-keyfile"),
+        ([], "is encrypted: give its password with --ssl-keyfile-password"),
+    ]
+    for password, message in cases:
+        result = run_until_exit(
+            APP, "--ssl-certfile", str(cert), "--ssl-keyfile", str(encrypted), *password, timeout=20
+        )
+        assert result.returncode == 3, result.stderr
+        assert message in result.stderr
+        assert str(encrypted) in result.stderr
+        assert "panicked" not in result.stderr
+
+
 # --- recycling and reloading -----------------------------------------------------------------
 
 

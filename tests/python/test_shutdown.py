@@ -5,6 +5,7 @@ last and exit 0; a second SIGINT exits at once; keep-alive connections are close
 App: ``pyapp/lifespan_apps.py:app`` (markers: ``tests/python/markers.py``).
 """
 
+import asyncio
 import itertools
 import random
 import signal
@@ -13,6 +14,8 @@ import time
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from harness import IncompleteResponse, RawConnection
 from markers import InBackground, Markers, assert_clean_exit, connect_refused, wait_exit
@@ -229,6 +232,29 @@ def test_idle_keep_alive_connection_is_closed_at_sigterm(start, markers):
         "an idle keep-alive connection held up the exit"
     )
     assert_clean_exit(server)
+
+
+# websockets ---------------------------------------------------------------------------------
+
+
+def test_open_websocket_is_closed_with_1012_service_restart_at_sigterm(start, markers):
+    server = start()
+
+    async def talk_through_sigterm():
+        async with connect(f"ws://127.0.0.1:{server.port}/echo?key=open", open_timeout=10) as ws:
+            await ws.send("hello")
+            assert await asyncio.wait_for(ws.recv(), 10) == "hello"
+            server.proc.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+            return closed.value
+
+    closed = asyncio.run(talk_through_sigterm())
+    assert closed.rcvd is not None, f"no close frame from the server: {closed!r}"
+    assert closed.rcvd.code == 1012
+    assert wait_exit(server, 10) is not None, server.logs()
+    assert_clean_exit(server)
+    assert markers.wait("ws-disconnect-open")["code"] == 1012
 
 
 # a steady stream across SIGTERM -------------------------------------------------------------
