@@ -453,7 +453,9 @@ impl HttpCycle {
                 trailers: false,
             } if !more => {
                 let body = ResponseBody::full(chunk, Some(&self.disconnect));
-                let _ = sender.send(Response::from_parts(head, body));
+                self.event_loop.hand_back(py, move || {
+                    let _ = sender.send(Response::from_parts(head, body));
+                });
                 Ok(None)
             }
             ResponseState::Started {

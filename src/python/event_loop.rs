@@ -47,6 +47,7 @@ pub struct LoopObjects {
     pub state: Py<PyDict>,
     /// The tasks of requests and websockets still running, so shutdown can cancel them.
     running: Py<PySet>,
+    hand_back: Py<HandBack>,
 }
 
 struct Shared {
@@ -147,7 +148,13 @@ impl EventLoop {
                 },
             )?;
             event_loop.call_method1("add_reader", (fd, drainer))?;
+            let hand_back = HandBack {
+                pending: Vec::with_capacity(256),
+                scheduled: false,
+                call_soon: event_loop.getattr("call_soon")?.unbind(),
+            };
             let objects = LoopObjects {
+                hand_back: Py::new(py, hand_back)?,
                 create_future: event_loop.getattr("create_future")?.unbind(),
                 create_task: event_loop.getattr("create_task")?.unbind(),
                 event_loop: event_loop.clone().unbind(),
@@ -227,6 +234,30 @@ impl EventLoop {
                 self.shared.wake_soon.notify_one();
             } else {
                 self.shared.waker.wake();
+            }
+        }
+    }
+
+    /// Runs `hand_back` (typically: give a finished response to its Tokio task) once the
+    /// callbacks ready in this pass of the loop have run, together with every other hand-back
+    /// of the pass. Call on the loop thread only.
+    pub fn hand_back(&self, py: Python<'_>, hand_back: impl FnOnce() + Send + 'static) {
+        let queue = self.objects().hand_back.bind(py);
+        let mut queue = queue.borrow_mut();
+        queue.pending.push(Box::new(hand_back));
+        if !queue.scheduled {
+            queue.scheduled = true;
+            let flush = queue
+                .call_soon
+                .bind(py)
+                .call1((self.objects().hand_back.clone_ref(py),));
+            if let Err(err) = flush {
+                // Not expected from call_soon; handing back at once still answers the request.
+                tracing::warn!("cannot schedule the response hand-back: {err}");
+                queue.scheduled = false;
+                let pending = std::mem::take(&mut queue.pending);
+                drop(queue);
+                pending.into_iter().for_each(|hand_back| hand_back());
             }
         }
     }
@@ -329,6 +360,28 @@ impl EventLoop {
         // The caller is about to block joining the loop thread, possibly on the very Tokio
         // worker that would run the deferred wake-up: wake the loop directly.
         self.shared.waker.wake();
+    }
+}
+
+/// What the loop thread hands back to Tokio, gathered over one pass of the loop.
+///
+/// Handing each finished response over at once wakes a Tokio worker per response. On a
+/// busy CPU the woken worker preempts the loop thread, writes one response and sleeps again:
+/// two thread switches per request, which for an app as slow as FastAPI cost about as much
+/// as the server's own work. Gathered, the worker wakes once per pass and writes them all.
+#[pyclass(unsendable)]
+struct HandBack {
+    pending: Vec<Box<dyn FnOnce() + Send>>,
+    /// The flush is queued with `call_soon`.
+    scheduled: bool,
+    call_soon: Py<PyAny>,
+}
+
+#[pymethods]
+impl HandBack {
+    fn __call__(&mut self) {
+        self.scheduled = false;
+        self.pending.drain(..).for_each(|hand_back| hand_back());
     }
 }
 
