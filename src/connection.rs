@@ -69,6 +69,8 @@ pub(crate) enum Protocols {
 impl Protocols {
     pub fn new(versions: HttpVersions, options: &ServerOptions) -> Self {
         let max_buf_size = options.max_header_bytes.max(8192);
+        // HTTP/1 keeps hyper's limit of 100 header lines, parsed without allocating; more get 431.
+        let max_header_list = u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX);
         match versions {
             HttpVersions::Auto => {
                 let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -82,6 +84,7 @@ impl Protocols {
                 builder
                     .http2()
                     .timer(TokioTimer::new())
+                    .max_header_list_size(max_header_list)
                     .auto_date_header(options.date_header);
                 Protocols::Auto(builder)
             }
@@ -99,6 +102,7 @@ impl Protocols {
                 let mut builder = http2::Builder::new(TokioExecutor::new());
                 builder
                     .timer(TokioTimer::new())
+                    .max_header_list_size(max_header_list)
                     .auto_date_header(options.date_header);
                 Protocols::Http2(builder)
             }

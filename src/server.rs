@@ -44,7 +44,7 @@ pub struct ServerOptions {
     /// Time a client has to complete the TLS handshake, and then to send complete request
     /// headers (slow-loris protection).
     pub header_read_timeout: Duration,
-    /// Largest request head accepted; larger ones get 431.
+    /// Largest request head accepted (HTTP/2: header list); larger ones get 431.
     pub max_header_bytes: usize,
     /// The HTTP versions spoken (`--http`).
     pub http: HttpVersions,

@@ -149,6 +149,29 @@ def test_100kb_header_gets_431_and_never_reaches_app(conformance_server):
     assert not app_saw(conformance_server, marker)
 
 
+def header_lines_request(marker: str, extra_lines: int) -> bytes:
+    """A GET of /qs?marker with Host and ``extra_lines`` more header lines."""
+    return (
+        f"GET /qs?{marker} HTTP/1.1\r\nHost: x\r\n".encode()
+        + b"".join(b"X-Extra-%d: %d\r\n" % (n, n) for n in range(extra_lines))
+        + b"\r\n"
+    )
+
+
+def test_a_request_with_100_header_lines_is_served(conformance_server):
+    marker = "seen-" + uuid.uuid4().hex
+    assert read_status(conformance_server.port, header_lines_request(marker, 99)) == 200
+    assert app_saw(conformance_server, marker)
+
+
+@pytest.mark.rust_only  # uvicorn (h11, httptools) has no limit on the number of headers
+def test_more_than_100_header_lines_get_431_and_never_reach_app(conformance_server):
+    marker = "never-seen-" + uuid.uuid4().hex
+    status = read_status(conformance_server.port, header_lines_request(marker, 100))
+    assert status == 431
+    assert not app_saw(conformance_server, marker)
+
+
 def test_server_still_answers_after_malformed_requests(conformance_server):
     try:
         read_status(conformance_server.port, b"\x16\x03\x01\x02\x00garbage-not-http\r\n\r\n")
