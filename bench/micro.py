@@ -257,12 +257,8 @@ def main() -> int:
              for kind, reason in failures.items()]
     if notes:
         lines += ["", "Failures:", ""] + notes
-    report = "\n".join(lines)
-    print(report)
     out = args.output or bench.RESULTS / f"{started:%Y-%m-%d}-micro{'-quick' if args.quick else ''}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report + "\n")
-    bench.log(f"micro: report written to {out}")
+    bench.write_report("\n".join(lines), out, "micro")
     return 0
 
 

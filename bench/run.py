@@ -487,17 +487,30 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def peak_rss_kib(pid: int) -> int:
-    """Sum of VmHWM over the server process and its descendants (workers of a forking server)."""
+def tree_status_kib(pid: int, key: str) -> int:
+    """Sum of a /proc status memory figure (VmHWM, VmRSS) over a process and its descendants
+    (workers of a forking server)."""
     total = 0
     for proc in descendants(pid):
         try:
             for line in Path(f"/proc/{proc}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
+                if line.startswith(key + ":"):
                     total += int(line.split()[1])
         except OSError:
             pass
     return total
+
+
+def peak_rss_kib(pid: int) -> int:
+    return tree_status_kib(pid, "VmHWM")
+
+
+def write_report(report: str, out: Path, tool: str) -> None:
+    """Prints the report and writes it to `out`."""
+    print(report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report + "\n")
+    log(f"{tool}: report written to {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
 
 
 class ServerProcess:
