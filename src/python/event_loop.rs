@@ -174,19 +174,12 @@ impl EventLoop {
     fn run(&self, py: Python<'_>, run_forever: &Bound<'_, PyAny>) {
         loop {
             let outcome = run_forever.call0();
-            if self.shared.stopping.load(Ordering::Acquire) {
-                if let Err(err) = outcome {
-                    tracing::error!(
-                        "the asyncio loop stopped with an error:\n{}",
-                        super::format_traceback(py, &err)
-                    );
-                }
-                return;
-            }
+            let stopping = self.shared.stopping.load(Ordering::Acquire);
             match outcome {
                 Err(err)
-                    if err.is_instance_of::<PySystemExit>(py)
-                        || err.is_instance_of::<PyKeyboardInterrupt>(py) =>
+                    if !stopping
+                        && (err.is_instance_of::<PySystemExit>(py)
+                            || err.is_instance_of::<PyKeyboardInterrupt>(py)) =>
                 {
                     continue;
                 }
@@ -194,10 +187,15 @@ impl EventLoop {
                     "the asyncio loop stopped with an error:\n{}",
                     super::format_traceback(py, &err)
                 ),
-                Ok(_) => tracing::error!("the asyncio loop was stopped by the app (loop.stop())"),
+                Ok(_) if !stopping => {
+                    tracing::error!("the asyncio loop was stopped by the app (loop.stop())")
+                }
+                Ok(_) => {}
             }
-            self.shared.died.cancel();
-            self.drop_queued_jobs();
+            if !stopping {
+                self.shared.died.cancel();
+                self.drop_queued_jobs();
+            }
             return;
         }
     }
