@@ -415,6 +415,34 @@ async def _fail_double_start(scope, receive, send):
     await send({"type": "http.response.body", "body": b"should not be sent"})
 
 
+async def _fail_long_body(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
+    await send({"type": "http.response.body", "body": b"12345HTTP/1.1 200 OK\r\n"})
+
+
+async def _fail_long_stream(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
+    await send({"type": "http.response.body", "body": b"123", "more_body": True})
+    await send({"type": "http.response.body", "body": b"45HTTP/1.1 200 OK\r\n", "more_body": True})
+    await send({"type": "http.response.body", "body": b"more after the cut"})
+
+
+async def _fail_short_body(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+    await send({"type": "http.response.body", "body": b"12345"})
+
+
+async def _fail_short_stream(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+    await send({"type": "http.response.body", "body": b"12345", "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _fail_bad_length(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"five")]})
+    await send({"type": "http.response.body", "body": b"12345"})
+
+
 async def _fail_system_exit(scope, receive, send):
     raise SystemExit("conformance: sys.exit() inside a request")
 
@@ -433,6 +461,11 @@ FAILURES = {
     "/fail/newline-value": _fail_newline_value,
     "/fail/str-value": _fail_str_value,
     "/fail/double-start": _fail_double_start,
+    "/fail/long-body": _fail_long_body,
+    "/fail/long-stream": _fail_long_stream,
+    "/fail/short-body": _fail_short_body,
+    "/fail/short-stream": _fail_short_stream,
+    "/fail/bad-length": _fail_bad_length,
     "/fail/system-exit": _fail_system_exit,
     "/fail/stop-loop": _fail_stop_loop,
 }

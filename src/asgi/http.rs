@@ -195,9 +195,16 @@ fn start(py: Python<'_>, event_loop: EventLoop, exchange: Exchange) {
         response_tx,
         disconnect,
     } = exchange;
+    let head_request = head.method == http::Method::HEAD;
     let cycle = match Bound::new(
         py,
-        HttpCycle::new(event_loop.clone(), body, response_tx, disconnect),
+        HttpCycle::new(
+            event_loop.clone(),
+            body,
+            response_tx,
+            disconnect,
+            head_request,
+        ),
     ) {
         Ok(cycle) => cycle,
         Err(err) => {
@@ -255,6 +262,9 @@ enum ResponseState {
         trailers: HeaderMap,
     },
     Complete,
+    /// The server cut the response off (the app broke its own framing): whatever the app
+    /// sends from now on is dropped, as after a disconnect.
+    Abandoned,
 }
 
 /// One request's ASGI `receive`/`send` pair. Lives on the loop thread.
@@ -265,6 +275,10 @@ pub struct HttpCycle {
     outbox: Outbox<StreamItem>,
     disconnect: CancellationToken,
     response: ResponseState,
+    /// The request was `HEAD`: a `content-length` describes the body it would have had.
+    head_request: bool,
+    /// The body length the app's `content-length` promised, checked as the body goes out.
+    length: DeclaredLength,
 }
 
 /// What a `receive()` call produces.
@@ -367,6 +381,7 @@ impl HttpCycle {
         body: RequestBody,
         exchange_tx: oneshot::Sender<Response<ResponseBody>>,
         disconnect: CancellationToken,
+        head_request: bool,
     ) -> Self {
         HttpCycle {
             event_loop,
@@ -376,6 +391,8 @@ impl HttpCycle {
             response: ResponseState::NotStarted {
                 sender: exchange_tx,
             },
+            head_request,
+            length: DeclaredLength::Unchecked,
         }
     }
 
@@ -389,7 +406,7 @@ impl HttpCycle {
             );
         }
         match std::mem::replace(&mut self.response, ResponseState::Complete) {
-            ResponseState::Complete => {}
+            ResponseState::Complete | ResponseState::Abandoned => {}
             ResponseState::NotStarted { sender } => {
                 if error.is_none() {
                     tracing::error!("ASGI app returned without starting a response");
@@ -424,6 +441,7 @@ impl HttpCycle {
         };
         let head = response_head(message, "http.response.start")?;
         let trailers = flag(message, intern!(py, "trailers"))?;
+        self.length = DeclaredLength::of(&head, self.head_request)?;
         let ResponseState::NotStarted { sender } =
             std::mem::replace(&mut self.response, ResponseState::Complete)
         else {
@@ -449,9 +467,17 @@ impl HttpCycle {
         match std::mem::replace(&mut self.response, ResponseState::Complete) {
             ResponseState::Started {
                 sender,
-                head,
+                mut head,
                 trailers: false,
             } if !more => {
+                let chunk = match self.length.whole(chunk) {
+                    Whole::Intact(chunk) => chunk,
+                    Whole::Close(chunk) => {
+                        head.headers
+                            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                        chunk
+                    }
+                };
                 let body = ResponseBody::full(chunk, Some(&self.disconnect));
                 self.event_loop.hand_back(py, move || {
                     let _ = sender.send(Response::from_parts(head, body));
@@ -474,6 +500,10 @@ impl HttpCycle {
                 body_done: false,
                 ..
             } => Ok(self.stream_chunk(sender, chunk, more, trailers_expected)),
+            ResponseState::Abandoned => {
+                self.response = ResponseState::Abandoned;
+                Ok(None)
+            }
             previous => {
                 let problem = match previous {
                     ResponseState::NotStarted { .. } => "before 'http.response.start'",
@@ -497,6 +527,10 @@ impl HttpCycle {
         more: bool,
         trailers_expected: bool,
     ) -> Push {
+        let Some(chunk) = self.length.next(chunk, more) else {
+            self.response = ResponseState::Abandoned;
+            return Some((sender, Err(aborted())));
+        };
         if more || trailers_expected {
             self.response = ResponseState::Streaming {
                 sender: sender.clone(),
@@ -509,6 +543,9 @@ impl HttpCycle {
     }
 
     fn response_trailers(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<Push> {
+        if let ResponseState::Abandoned = self.response {
+            return Ok(None);
+        }
         let ResponseState::Streaming {
             trailers_expected: true,
             body_done: true,
@@ -571,9 +608,16 @@ impl HttpCycle {
         else {
             unreachable!("checked above");
         };
+        if let DeclaredLength::Remaining(declared) = self.length
+            && declared != length
+        {
+            tracing::error!(
+                "ASGI app declared content-length: {declared} for a file of {length} bytes \
+                 ('http.response.pathsend'); sent the file's length instead"
+            );
+        }
         head.headers
-            .entry(http::header::CONTENT_LENGTH)
-            .or_insert_with(|| HeaderValue::from(length));
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
         let _runtime = self.event_loop.runtime().enter();
         let body = ResponseBody::file(tokio::fs::File::from_std(file), length, &self.disconnect);
         let _ = sender.send(Response::from_parts(head, body));
@@ -712,6 +756,199 @@ fn internal_error() -> Response<ResponseBody> {
     response
 }
 
+/// The `content-length` an app declared, against what it sends.
+///
+/// hyper frames an HTTP/1 response by the body's known length when there is one and writes
+/// the app's header as it is, so a body longer than its header would spill into the next
+/// response on a kept-alive connection. Every body is therefore checked here first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DeclaredLength {
+    /// No `content-length`, or one that describes no body (`HEAD`, 1xx, 204, 304).
+    Unchecked,
+    /// This many bytes are still owed.
+    Remaining(u64),
+}
+
+/// A whole body checked against the declared length.
+#[derive(Debug, PartialEq, Eq)]
+enum Whole {
+    /// As the app sent it.
+    Intact(Bytes),
+    /// Cut to the declared length, or short of it: the connection must close after it, so
+    /// the client neither reads past the response nor waits for bytes that never come.
+    Close(Bytes),
+}
+
+impl DeclaredLength {
+    fn of(head: &http::response::Parts, head_request: bool) -> PyResult<Self> {
+        let mut values = head.headers.get_all(http::header::CONTENT_LENGTH).iter();
+        let Some(first) = values.next() else {
+            return Ok(DeclaredLength::Unchecked);
+        };
+        let parse = |value: &HeaderValue| {
+            value
+                .to_str()
+                .ok()
+                .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|text| text.parse::<u64>().ok())
+        };
+        let declared = parse(first)
+            .filter(|&length| values.all(|other| parse(other) == Some(length)))
+            .ok_or_else(|| {
+                PyValueError::new_err(format!("invalid content-length response header {first:?}"))
+            })?;
+        let bodiless = head_request
+            || head.status.is_informational()
+            || head.status == StatusCode::NO_CONTENT
+            || head.status == StatusCode::NOT_MODIFIED;
+        Ok(if bodiless {
+            DeclaredLength::Unchecked
+        } else {
+            DeclaredLength::Remaining(declared)
+        })
+    }
+
+    /// The whole body in one chunk. Logs the app's mistake.
+    fn whole(&mut self, mut chunk: Bytes) -> Whole {
+        let DeclaredLength::Remaining(declared) = *self else {
+            return Whole::Intact(chunk);
+        };
+        *self = DeclaredLength::Unchecked;
+        let length = chunk.len() as u64;
+        if length > declared {
+            Self::log_surplus(length, declared);
+            chunk.truncate(declared as usize);
+            Whole::Close(chunk)
+        } else if length < declared {
+            Self::log_shortfall(declared - length);
+            Whole::Close(chunk)
+        } else {
+            Whole::Intact(chunk)
+        }
+    }
+
+    /// The next chunk of a streamed body; `more` is false for the last one. `None` when the
+    /// body breaks its declared length: nothing more may go out, and the connection must be
+    /// aborted so the client does not take what it got for a complete response. (A surplus
+    /// is not sent at all: hyper would end the body at the declared length and keep the
+    /// connection, with no way left to close it.)
+    fn next(&mut self, chunk: Bytes, more: bool) -> Option<Bytes> {
+        let DeclaredLength::Remaining(remaining) = *self else {
+            return Some(chunk);
+        };
+        let length = chunk.len() as u64;
+        if length > remaining {
+            *self = DeclaredLength::Unchecked;
+            Self::log_surplus(length, remaining);
+            return None;
+        }
+        if !more && length < remaining {
+            *self = DeclaredLength::Unchecked;
+            Self::log_shortfall(remaining - length);
+            return None;
+        }
+        *self = DeclaredLength::Remaining(remaining - length);
+        Some(chunk)
+    }
+
+    fn log_surplus(length: u64, remaining: u64) {
+        tracing::error!(
+            "ASGI app sent more body than its content-length declared ({length} bytes with \
+             {remaining} left to send); sent at most {remaining} and closed the connection"
+        );
+    }
+
+    fn log_shortfall(missing: u64) {
+        tracing::error!(
+            "ASGI app ended its response {missing} bytes short of its declared content-length; \
+             closed the connection"
+        );
+    }
+}
+
 fn aborted() -> BoxError {
     "the ASGI app failed before completing its response".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(status: u16, content_length: &[&'static str]) -> http::response::Parts {
+        let (mut head, ()) = Response::new(()).into_parts();
+        head.status = StatusCode::from_u16(status).unwrap();
+        for value in content_length {
+            head.headers.append(
+                http::header::CONTENT_LENGTH,
+                HeaderValue::from_static(value),
+            );
+        }
+        head
+    }
+
+    fn declared(status: u16, content_length: &[&'static str]) -> DeclaredLength {
+        DeclaredLength::of(&head(status, content_length), false).unwrap()
+    }
+
+    #[test]
+    fn a_whole_body_longer_or_shorter_than_declared_closes_the_connection() {
+        let mut length = declared(200, &["5"]);
+        assert_eq!(
+            length.whole(Bytes::from_static(b"0123456789")),
+            Whole::Close(Bytes::from_static(b"01234"))
+        );
+        let mut length = declared(200, &["10"]);
+        assert_eq!(
+            length.whole(Bytes::from_static(b"01234")),
+            Whole::Close(Bytes::from_static(b"01234"))
+        );
+        let mut length = declared(200, &["5", "5"]);
+        assert_eq!(
+            length.whole(Bytes::from_static(b"01234")),
+            Whole::Intact(Bytes::from_static(b"01234"))
+        );
+    }
+
+    #[test]
+    fn a_stream_stops_where_it_would_pass_the_declared_length() {
+        let mut length = declared(200, &["5"]);
+        assert_eq!(
+            length.next(Bytes::from_static(b"012"), true).as_deref(),
+            Some(&b"012"[..])
+        );
+        assert_eq!(length.next(Bytes::from_static(b"3456"), true), None);
+        // Reported once; the cycle drops whatever follows.
+        assert_eq!(length, DeclaredLength::Unchecked);
+    }
+
+    #[test]
+    fn a_stream_that_ends_short_stops() {
+        let mut length = declared(200, &["10"]);
+        assert!(length.next(Bytes::from_static(b"01234"), true).is_some());
+        assert_eq!(length.next(Bytes::new(), false), None);
+        let mut exact = declared(200, &["5"]);
+        assert!(exact.next(Bytes::from_static(b"012"), true).is_some());
+        assert!(exact.next(Bytes::from_static(b"34"), false).is_some());
+    }
+
+    #[test]
+    fn bodiless_responses_are_not_checked() {
+        assert_eq!(declared(304, &["10"]), DeclaredLength::Unchecked);
+        assert_eq!(declared(204, &["10"]), DeclaredLength::Unchecked);
+        assert_eq!(
+            DeclaredLength::of(&head(200, &["10"]), true).unwrap(),
+            DeclaredLength::Unchecked
+        );
+        assert_eq!(declared(200, &[]), DeclaredLength::Unchecked);
+    }
+
+    #[test]
+    fn unreadable_or_conflicting_lengths_are_app_errors() {
+        for values in [&["abc"][..], &["-1"], &["+5"], &["5", "6"], &[""]] {
+            assert!(
+                DeclaredLength::of(&head(200, values), false).is_err(),
+                "{values:?}"
+            );
+        }
+    }
 }
