@@ -131,7 +131,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let python = PythonApp::builder(&args.app)
         .event_loop(args.event_loop)
         .start()?;
-    let lifespan = python.startup().await?;
+    // No lifespan: the bench apps need none, and only `Server` runs an app's lifecycle.
     let service = python.service();
     run(&service, &args, args.warmup).await;
     let started = Instant::now();
@@ -141,8 +141,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "BRIDGE_JSON {{\"requests\": {}, \"seconds\": {seconds:.6}, \"bytes\": {received}}}",
         args.requests
     );
-    drop(service);
-    lifespan.shutdown().await?;
-    python.stop();
+    // The loop thread ends with the process.
     Ok(())
 }

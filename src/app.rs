@@ -4,11 +4,12 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::thread::JoinHandle;
 
-use crate::Error;
 use crate::asgi::lifespan::{self, RunningLifespan};
 use crate::asgi::{AsgiService, LifespanMode};
-use crate::connection::Shutdown;
+use crate::defaults;
+use crate::error::{Error, ErrorKind};
 use crate::python::{AppSpec, EventLoop, Interface, LoopKind, interpreter};
+use crate::shutdown::Shutdown;
 
 /// A Python ASGI app running on its own loop thread.
 pub struct PythonApp {
@@ -30,9 +31,6 @@ pub struct PythonAppBuilder {
     ws_max_size: usize,
 }
 
-/// uvicorn's default `--ws-max-size`: 16 MiB.
-pub const DEFAULT_WS_MAX_SIZE: usize = 16 * 1024 * 1024;
-
 impl PythonApp {
     /// Imports `module:attribute` with default options. Must be called inside a Tokio
     /// runtime: waits started by the app run on it.
@@ -40,13 +38,15 @@ impl PythonApp {
         Self::builder(import_string).start()
     }
 
+    /// Options for importing `module:attribute`, each with uvicorn's default; finish with
+    /// [`PythonAppBuilder::start`].
     pub fn builder(import_string: &str) -> PythonAppBuilder {
         PythonAppBuilder {
             spec: AppSpec::new(import_string),
             loop_kind: LoopKind::Auto,
             root_path: String::new(),
             lifespan: LifespanMode::Auto,
-            ws_max_size: DEFAULT_WS_MAX_SIZE,
+            ws_max_size: defaults::WS_MAX_SIZE,
         }
     }
 
@@ -66,26 +66,31 @@ impl PythonApp {
     }
 
     /// Runs lifespan startup; no request should reach the app before it returns.
-    pub async fn startup(&self) -> Result<RunningLifespan, Error> {
+    pub(crate) async fn startup(&self) -> Result<RunningLifespan, Error> {
         lifespan::startup(&self.event_loop, self.lifespan)
             .await
-            .map_err(|message| Error::new(format!("Application startup failed:\n{message}")))
+            .map_err(|message| {
+                Error::new(
+                    ErrorKind::LifespanStartup,
+                    format!("Application startup failed:\n{message}"),
+                )
+            })
     }
 
     /// Waits up to `grace` for running requests to return, cancels what remains and waits
     /// `grace` again; true when none is left.
-    pub async fn finish_apps(&self, grace: std::time::Duration) -> bool {
+    pub(crate) async fn finish_apps(&self, grace: std::time::Duration) -> bool {
         self.event_loop.finish_apps(grace).await
     }
 
     /// Resolves if the loop thread ended without [`PythonApp::stop`] (the app stopped the
     /// loop, or a bug): requests can no longer be served.
-    pub async fn loop_died(&self) {
+    pub(crate) async fn loop_died(&self) {
         self.event_loop.died().await;
     }
 
     /// Stops the loop thread after lifespan shutdown.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.event_loop.stop();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -100,6 +105,7 @@ impl PythonAppBuilder {
         self
     }
 
+    /// The app's ASGI calling convention (default: detected).
     pub fn interface(mut self, interface: Interface) -> Self {
         self.spec.interface = interface;
         self
@@ -111,6 +117,7 @@ impl PythonAppBuilder {
         self
     }
 
+    /// The asyncio loop the app runs on (default: uvloop when installed).
     pub fn event_loop(mut self, loop_kind: LoopKind) -> Self {
         self.loop_kind = loop_kind;
         self
@@ -122,6 +129,7 @@ impl PythonAppBuilder {
         self
     }
 
+    /// Whether the lifespan protocol runs (default: [`LifespanMode::Auto`]).
     pub fn lifespan(mut self, lifespan: LifespanMode) -> Self {
         self.lifespan = lifespan;
         self
@@ -139,11 +147,14 @@ impl PythonAppBuilder {
         INTERPRETER
             .get_or_init(interpreter::initialize)
             .clone()
-            .map_err(Error::new)?;
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| Error::new("PythonApp must be started from inside a Tokio runtime"))?;
-        let (event_loop, thread) =
-            EventLoop::start(self.spec, self.loop_kind, runtime).map_err(Error::new)?;
+            .map_err(|message| Error::new(ErrorKind::Interpreter, message))?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::new(
+                ErrorKind::Interpreter,
+                "PythonApp must be started from inside a Tokio runtime",
+            )
+        })?;
+        let (event_loop, thread) = EventLoop::start(self.spec, self.loop_kind, runtime)?;
         Ok(PythonApp {
             event_loop,
             thread: Some(thread),

@@ -17,64 +17,32 @@
 //! # }
 //! ```
 //!
-//! Where a request goes: [`server`] accepts it, the router picks a Rust handler or
-//! [`AsgiService`] (in [`asgi::http`]), which hands it to the loop thread in [`python`].
+//! Where a request goes: the server accepts it, the router picks a Rust handler or
+//! [`AsgiService`], which hands it to the Python loop thread; `docs/architecture.md` follows
+//! a request file by file.
 
-pub mod access_log;
-pub mod asgi;
-pub mod cli;
-pub mod connection;
-pub mod default_headers;
-mod guarded_body;
-mod keep_alive;
-pub mod limits;
-pub mod listener;
-pub mod proxy_headers;
-pub mod python;
-pub mod reload;
-pub mod server;
-pub mod tls;
-pub mod workers;
+#![warn(missing_docs, unreachable_pub)]
 
 mod app;
+mod asgi;
+#[cfg(feature = "cli")]
+pub mod cli;
+mod connection_info;
+mod defaults;
+mod error;
+pub mod layers;
+mod python;
+mod server;
+mod shutdown;
 
 pub use app::{PythonApp, PythonAppBuilder};
-pub use asgi::{AsgiService, ConnectionInfo, LifespanMode, ServerAddress};
-pub use connection::HttpVersions;
+pub use asgi::{AsgiService, LifespanMode, ResponseBody};
+pub use error::{Error, ErrorKind};
 pub use python::{Interface, LoopKind};
-pub use server::{Server, ServerHandle, ServerOptions};
-pub use tls::{ClientCertificates, KeyPassword, TlsOptions};
+pub use server::{
+    Bind, ClientCertificates, HttpVersions, KeyPassword, Server, ServerHandle, ServerOptions,
+    TlsOptions,
+};
 
-/// The Tower layers the binary puts around its router, for a `main.rs` of your own to put
-/// around yours (`tower::ServiceBuilder::new().layer(…).service(router)`), so Rust and Python
-/// routes get the same treatment. Proxy headers are [`Server`]'s own business
-/// ([`ServerOptions::proxy_headers`]); their layer is for routers served without it.
-pub mod layers {
-    pub use crate::default_headers::DefaultHeadersLayer;
-    pub use crate::limits::{BodySizeLimitLayer, InFlightLimitLayer};
-    pub use crate::proxy_headers::{ProxyHeadersLayer, TrustedProxies};
-}
-
-/// Why the server could not start or stopped badly; the message is meant for the user.
-pub struct Error(String);
-
-/// Shows the message alone, so `fn main() -> Result<(), Error>` prints something readable.
-impl std::fmt::Debug for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Error {
-    pub fn new(message: impl Into<String>) -> Self {
-        Error(message.into())
-    }
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
+/// The error type of bodies and services crossing this crate, as in tower and hyper.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -62,6 +62,6 @@ impl Ready {
 }
 
 /// `Ready(value)` as a Python object.
-pub fn ready(py: Python<'_>, value: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+pub(super) fn ready(py: Python<'_>, value: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
     Ok(Py::new(py, Ready::new(value))?.into_any())
 }

@@ -16,18 +16,18 @@ use tokio::sync::mpsc;
 use tokio_util::io::ReaderStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 /// A request body of any Tower stack, erased once at the edge.
-pub type IncomingBody = UnsyncBoxBody<Bytes, BoxError>;
+pub(super) type IncomingBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// One item of a streamed response; an `Err` aborts the connection so a client never takes
 /// a cut-off response for a complete one.
-pub type StreamItem = Result<Frame<Bytes>, BoxError>;
+pub(super) type StreamItem = Result<Frame<Bytes>, BoxError>;
 
 /// Bodies at most this large (by `content-length`) are read before the app starts, so its
 /// first `receive()` completes at once.
-pub const PREREAD_LIMIT: u64 = 64 * 1024;
+pub(super) const PREREAD_LIMIT: u64 = 64 * 1024;
 
 /// Chunks from the app at least this large are written from the Python object itself
 /// instead of a copy. Below it a copy is cheaper than keeping the object alive until Tokio
@@ -38,7 +38,7 @@ const SHARE_FROM: usize = 16 * 1024;
 /// The contents of a `bytes` the app sent. Large chunks are shared, not copied: a streamed
 /// download then holds no second copy of what the app still references, and the common
 /// case of an app sending one prebuilt chunk over and over allocates nothing per chunk.
-pub fn app_bytes(bytes: &Bound<'_, PyBytes>) -> Bytes {
+pub(super) fn app_bytes(bytes: &Bound<'_, PyBytes>) -> Bytes {
     let data = bytes.as_bytes();
     if data.len() < SHARE_FROM {
         Bytes::copy_from_slice(data)
@@ -48,7 +48,7 @@ pub fn app_bytes(bytes: &Bound<'_, PyBytes>) -> Bytes {
 }
 
 /// How the app's `receive()` gets the request body.
-pub enum RequestBody {
+pub(super) enum RequestBody {
     /// Read completely before the app started (or empty): handed over in one message.
     Buffered(Bytes),
     /// Read frame by frame as the app asks for it, which gives backpressure on uploads.
@@ -58,7 +58,7 @@ pub enum RequestBody {
 impl RequestBody {
     /// Decides, on the Tokio side, whether to read the body now. `Expect: 100-continue`
     /// bodies are left alone: the client waits until the app first calls `receive()`.
-    pub async fn prepare<B>(headers: &HeaderMap, body: B) -> Result<RequestBody, BoxError>
+    pub(super) async fn prepare<B>(headers: &HeaderMap, body: B) -> Result<RequestBody, BoxError>
     where
         B: Body + Send + 'static,
         B::Data: Send,
@@ -104,17 +104,20 @@ enum Kind {
 }
 
 impl ResponseBody {
-    pub fn full(bytes: Bytes, disconnect: Option<&CancellationToken>) -> Self {
+    pub(crate) fn full(bytes: Bytes, disconnect: Option<&CancellationToken>) -> Self {
         // An empty body is already at its end: hyper never polls it, and it must not look cut off.
         let bytes = (!bytes.is_empty()).then_some(bytes);
         Self::new(Kind::Full(bytes), disconnect)
     }
 
-    pub fn channel(receiver: mpsc::Receiver<StreamItem>, disconnect: &CancellationToken) -> Self {
+    pub(crate) fn channel(
+        receiver: mpsc::Receiver<StreamItem>,
+        disconnect: &CancellationToken,
+    ) -> Self {
         Self::new(Kind::Channel(receiver), Some(disconnect))
     }
 
-    pub fn file(file: tokio::fs::File, length: u64, disconnect: &CancellationToken) -> Self {
+    pub(crate) fn file(file: tokio::fs::File, length: u64, disconnect: &CancellationToken) -> Self {
         let stream = ReaderStream::with_capacity(file, 64 * 1024);
         Self::new(Kind::File { stream, length }, Some(disconnect))
     }

@@ -28,12 +28,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::awaitable::ready;
-use super::body::{BoxError, IncomingBody, RequestBody, ResponseBody, StreamItem, app_bytes};
+use super::body::{IncomingBody, RequestBody, ResponseBody, StreamItem, app_bytes};
 use super::parking::{Closed, Inbox, IntoMessage, Outbox};
-use super::scope::{self, ConnectionInfo, RequestHead};
+use super::scope::{self, RequestHead};
 use super::websocket;
-use crate::connection::Shutdown;
+use crate::BoxError;
+use crate::connection_info::ConnectionInfo;
 use crate::python::{EventLoop, format_traceback};
+use crate::shutdown::Shutdown;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Chunks of a streamed response that may wait for the socket before `send` parks.

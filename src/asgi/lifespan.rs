@@ -12,16 +12,21 @@ use super::awaitable::ready;
 use crate::python::{EventLoop, format_traceback};
 
 /// uvicorn's `--lifespan`: `auto` tolerates apps that fail on the lifespan scope.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum LifespanMode {
+    /// Run lifespan; an app that fails on the lifespan scope before startup is served
+    /// without it.
     #[default]
     Auto,
+    /// Run lifespan; an app without lifespan support fails start-up.
     On,
+    /// Never send the lifespan scope.
     Off,
 }
 
 /// A lifespan that has started; call [`RunningLifespan::shutdown`] after the last request.
-pub struct RunningLifespan {
+pub(crate) struct RunningLifespan {
     cycle: Option<Py<LifespanCycle>>,
     shutdown_rx: Option<oneshot::Receiver<Result<(), String>>>,
     event_loop: EventLoop,
@@ -29,7 +34,7 @@ pub struct RunningLifespan {
 
 /// Runs the app's startup; `Err` carries the message to show the user (the app's own
 /// `lifespan.startup.failed` message or its traceback).
-pub async fn startup(
+pub(crate) async fn startup(
     event_loop: &EventLoop,
     mode: LifespanMode,
 ) -> Result<RunningLifespan, String> {
@@ -81,7 +86,7 @@ pub async fn startup(
 
 impl RunningLifespan {
     /// Sends `lifespan.shutdown` and waits for the app to finish its clean-up.
-    pub async fn shutdown(mut self) -> Result<(), String> {
+    pub(crate) async fn shutdown(mut self) -> Result<(), String> {
         let (Some(cycle), Some(shutdown_rx)) = (self.cycle.take(), self.shutdown_rx.take()) else {
             return Ok(());
         };

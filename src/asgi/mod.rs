@@ -1,14 +1,14 @@
-//! The ASGI protocol: scopes, the HTTP bridge and the awaitables it hands to apps.
+//! The ASGI protocol: scopes, bodies, and the HTTP, websocket and lifespan bridges between
+//! Tokio and the loop thread.
 
-pub mod awaitable;
-pub mod body;
-pub mod http;
-pub mod lifespan;
-pub mod parking;
-pub mod scope;
-pub mod websocket;
+mod awaitable;
+mod body;
+mod http;
+pub(crate) mod lifespan;
+mod parking;
+mod scope;
+mod websocket;
 
 pub use self::http::AsgiService;
 pub use body::ResponseBody;
 pub use lifespan::LifespanMode;
-pub use scope::{ConnectionInfo, ServerAddress};

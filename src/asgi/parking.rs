@@ -20,12 +20,12 @@ use super::awaitable::ready;
 use crate::python::EventLoop;
 
 /// A message the app can receive, turned into its ASGI dict on the loop thread.
-pub trait IntoMessage: Send + 'static {
+pub(super) trait IntoMessage: Send + 'static {
     fn into_message(self, py: Python<'_>) -> PyResult<Py<PyAny>>;
 }
 
 /// The receive side of a cycle: a source read on Tokio, one message per read.
-pub struct Inbox<S, M> {
+pub(super) struct Inbox<S, M> {
     /// `None` while a read owns it, or once it has ended.
     pub source: Option<S>,
     in_flight: bool,
@@ -35,7 +35,7 @@ pub struct Inbox<S, M> {
 }
 
 impl<S: Send + 'static, M: IntoMessage> Inbox<S, M> {
-    pub fn new(source: S) -> Self {
+    pub(super) fn new(source: S) -> Self {
         Inbox {
             source: Some(source),
             in_flight: false,
@@ -46,7 +46,7 @@ impl<S: Send + 'static, M: IntoMessage> Inbox<S, M> {
 
     /// Answers from what is already here: a message kept from a cancelled wait, or a park
     /// behind the read in flight. `None` means the caller must decide what to read next.
-    pub fn pending(
+    pub(super) fn pending(
         &mut self,
         py: Python<'_>,
         event_loop: &EventLoop,
@@ -72,7 +72,7 @@ impl<S: Send + 'static, M: IntoMessage> Inbox<S, M> {
 
     /// Parks `receive()` and runs `read` on Tokio. `read` gets the source back to the
     /// inbox (or `None` when it has ended) together with the message.
-    pub fn start_read<C, F>(
+    pub(super) fn start_read<C, F>(
         slf: &Bound<'_, C>,
         event_loop: &EventLoop,
         inbox: fn(&mut C) -> &mut Self,
@@ -120,17 +120,17 @@ impl<S: Send + 'static, M: IntoMessage> Inbox<S, M> {
 }
 
 /// The send side of a cycle: items go into a bounded Tokio channel, in order.
-pub struct Outbox<T> {
+pub(super) struct Outbox<T> {
     in_flight: bool,
     /// Items queued behind a parked send, each with its sender and the future to resolve.
     backlog: VecDeque<(mpsc::Sender<T>, T, Py<PyAny>)>,
 }
 
 /// The receiving end of the channel is gone (client disconnected).
-pub struct Closed;
+pub(super) struct Closed;
 
 impl<T: Send + 'static> Outbox<T> {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Outbox {
             in_flight: false,
             backlog: VecDeque::new(),
@@ -139,7 +139,7 @@ impl<T: Send + 'static> Outbox<T> {
 
     /// Queues `item`; returns `Ready(None)` when the channel took it, or a future that
     /// completes once Tokio has room for it.
-    pub fn push<C>(
+    pub(super) fn push<C>(
         slf: &Bound<'_, C>,
         event_loop: &EventLoop,
         outbox: fn(&mut C) -> &mut Self,
@@ -224,7 +224,7 @@ fn spawn_send<C, T>(
     });
 }
 
-pub fn is_done(future: &Bound<'_, PyAny>) -> bool {
+pub(super) fn is_done(future: &Bound<'_, PyAny>) -> bool {
     future
         .call_method0(intern!(future.py(), "done"))
         .and_then(|done| done.is_truthy())
@@ -233,7 +233,7 @@ pub fn is_done(future: &Bound<'_, PyAny>) -> bool {
 
 /// Completes a parked awaitable unless the app cancelled it meanwhile: a cancelled future
 /// must never get `set_result` (asyncio would raise `InvalidStateError`).
-pub fn resolve(py: Python<'_>, future: &Bound<'_, PyAny>, value: Option<Py<PyAny>>) {
+pub(super) fn resolve(py: Python<'_>, future: &Bound<'_, PyAny>, value: Option<Py<PyAny>>) {
     if is_done(future) {
         return;
     }

@@ -11,47 +11,14 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
+use crate::connection_info::{ConnectionInfo, ServerAddress};
+
 /// ASGI spec version we implement; Starlette uses ≥ 2.4 to skip its own disconnect watcher.
-pub const SPEC_VERSION: &str = "2.4";
-
-/// Where a request came from and arrived at, recorded by the server per connection.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ConnectionInfo {
-    /// `None` for a Unix socket peer, which has no address to report.
-    pub client: Option<SocketAddr>,
-    pub server: Option<ServerAddress>,
-    /// TLS was terminated by this server: `https`/`wss` schemes.
-    pub secure: bool,
-}
-
-/// The listening address a connection arrived at, as the scope's `server` reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServerAddress {
-    /// `[host, port]`.
-    Tcp(SocketAddr),
-    /// `[path, None]`, as the ASGI spec has it for Unix domain sockets. The path is leaked
-    /// once per listener so that [`ConnectionInfo`] stays `Copy` (no per-request clone).
-    Unix(&'static str),
-}
-
-impl From<SocketAddr> for ServerAddress {
-    fn from(address: SocketAddr) -> Self {
-        ServerAddress::Tcp(address)
-    }
-}
-
-impl std::fmt::Display for ServerAddress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ServerAddress::Tcp(address) => address.fmt(f),
-            ServerAddress::Unix(path) => write!(f, "unix:{path}"),
-        }
-    }
-}
+pub(super) const SPEC_VERSION: &str = "2.4";
 
 /// The parts of a request that the scope describes, owned by Rust until the loop thread
 /// turns them into Python objects.
-pub struct RequestHead {
+pub(super) struct RequestHead {
     pub method: Method,
     pub version: Version,
     /// Path and query as the client sent them, before any router stripped a prefix.
@@ -60,7 +27,7 @@ pub struct RequestHead {
     pub connection: ConnectionInfo,
 }
 
-pub fn http_scope<'py>(
+pub(super) fn http_scope<'py>(
     py: Python<'py>,
     head: &RequestHead,
     root_path: &str,
@@ -84,7 +51,7 @@ pub fn http_scope<'py>(
 }
 
 /// The keys HTTP and websocket scopes share.
-pub fn fill_common<'py>(
+pub(super) fn fill_common<'py>(
     py: Python<'py>,
     scope: &Bound<'py, PyDict>,
     head: &RequestHead,

@@ -25,8 +25,8 @@ use super::body::{ResponseBody, app_bytes};
 use super::http::{flag, header_map, plain_response, request_head, response_head};
 use super::parking::{Closed, Inbox, IntoMessage, Outbox};
 use super::scope::{self, RequestHead};
-use crate::connection::Shutdown;
 use crate::python::{EventLoop, format_traceback};
+use crate::shutdown::Shutdown;
 
 /// Messages from the client that may wait for the app before reading stops.
 const INCOMING_CAPACITY: usize = 16;
@@ -42,7 +42,7 @@ const SERVICE_RESTART: u16 = 1012;
 const SERVICE_RESTART_GRACE: Duration = Duration::from_secs(1);
 
 /// Whether a request asks for a websocket (RFC 6455 §4.2.1).
-pub fn is_upgrade_request(parts: &http::request::Parts) -> bool {
+pub(super) fn is_upgrade_request(parts: &http::request::Parts) -> bool {
     let has_token = |name: http::header::HeaderName, token: &str| {
         parts.headers.get_all(name).iter().any(|value| {
             value

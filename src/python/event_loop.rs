@@ -31,13 +31,14 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PySet};
 use tokio_util::sync::CancellationToken;
 
-use super::app::{AppSpec, LoopKind, load_app};
+use super::loader::{AppSpec, LoopKind, load_app, new_event_loop};
+use crate::error::{Error, ErrorKind};
 
 /// Work for the loop thread; it runs with the GIL held, between two asyncio callbacks.
-pub type Job = Box<dyn for<'py> FnOnce(Python<'py>) + Send>;
+pub(super) type Job = Box<dyn for<'py> FnOnce(Python<'py>) + Send>;
 
 /// Python objects created on the loop thread at start-up and used by every request.
-pub struct LoopObjects {
+pub(crate) struct LoopObjects {
     pub event_loop: Py<PyAny>,
     pub create_future: Py<PyAny>,
     pub create_task: Py<PyAny>,
@@ -69,19 +70,25 @@ struct Shared {
 
 /// A cheap, cloneable handle to the loop thread.
 #[derive(Clone)]
-pub struct EventLoop {
+pub(crate) struct EventLoop {
     shared: Arc<Shared>,
 }
 
 impl EventLoop {
     /// Starts the loop thread, imports the app on it (so import-time code sees the running
     /// loop's thread and event loop) and returns once the app is loaded or failed to load.
-    pub fn start(
+    pub(crate) fn start(
         spec: AppSpec,
         loop_kind: LoopKind,
         runtime: tokio::runtime::Handle,
-    ) -> Result<(EventLoop, JoinHandle<()>), String> {
-        let waker = Waker::new().map_err(|err| format!("cannot create loop waker: {err}"))?;
+    ) -> Result<(EventLoop, JoinHandle<()>), Error> {
+        let waker = Waker::new().map_err(|err| {
+            Error::with_source(
+                ErrorKind::Interpreter,
+                "cannot create the loop's waker",
+                err,
+            )
+        })?;
         let event_loop = EventLoop {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Vec::with_capacity(256)),
@@ -106,12 +113,14 @@ impl EventLoop {
                         let _ = ready_tx.send(Ok(()));
                         thread_loop.run(py, &run_forever);
                     }
-                    Err(message) => {
-                        let _ = ready_tx.send(Err(message));
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(error));
                     }
                 })
             })
-            .map_err(|err| format!("cannot start the loop thread: {err}"))?;
+            .map_err(|err| {
+                Error::with_source(ErrorKind::Interpreter, "cannot start the loop thread", err)
+            })?;
         let deferred = event_loop.clone();
         event_loop.shared.runtime.spawn(async move {
             loop {
@@ -123,8 +132,11 @@ impl EventLoop {
         });
         match ready_rx.recv() {
             Ok(Ok(())) => Ok((event_loop, thread)),
-            Ok(Err(message)) => Err(message),
-            Err(_) => Err("the loop thread died while starting".into()),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(Error::new(
+                ErrorKind::Interpreter,
+                "the loop thread died while starting",
+            )),
         }
     }
 
@@ -135,8 +147,8 @@ impl EventLoop {
         py: Python<'py>,
         spec: &AppSpec,
         loop_kind: LoopKind,
-    ) -> Result<Bound<'py, PyAny>, String> {
-        let event_loop = super::app::new_event_loop(py, loop_kind)?;
+    ) -> Result<Bound<'py, PyAny>, Error> {
+        let event_loop = new_event_loop(py, loop_kind)?;
         let app = load_app(py, spec)?;
         let setup = || -> PyResult<Bound<'py, PyAny>> {
             let fd = self.shared.waker.0.as_raw_fd();
@@ -167,7 +179,7 @@ impl EventLoop {
             }
             event_loop.getattr("run_forever")
         };
-        setup().map_err(|err| super::format_traceback(py, &err))
+        setup().map_err(|err| Error::new(ErrorKind::Interpreter, super::format_traceback(py, &err)))
     }
 
     /// Runs the asyncio loop until [`EventLoop::stop`] (see the module documentation).
@@ -202,7 +214,7 @@ impl EventLoop {
 
     /// Resolves if the loop thread ended without [`EventLoop::stop`]: nothing will run
     /// Python any more.
-    pub async fn died(&self) {
+    pub(crate) async fn died(&self) {
         self.shared.died.cancelled().await;
     }
 
@@ -220,7 +232,7 @@ impl EventLoop {
     }
 
     /// Queues a job for the loop thread, waking it only if it was idle.
-    pub fn submit(&self, job: Job) {
+    pub(crate) fn submit(&self, job: Job) {
         self.queue().push(job);
         // Checked after queueing: either the dying loop thread or this call drops the job.
         if self.shared.died.is_cancelled() {
@@ -239,7 +251,7 @@ impl EventLoop {
     /// Runs `hand_back` (typically: give a finished response to its Tokio task) once the
     /// callbacks ready in this pass of the loop have run, together with every other hand-back
     /// of the pass. Call on the loop thread only.
-    pub fn hand_back(&self, py: Python<'_>, hand_back: impl FnOnce() + Send + 'static) {
+    pub(crate) fn hand_back(&self, py: Python<'_>, hand_back: impl FnOnce() + Send + 'static) {
         let queue = self.objects().hand_back.bind(py);
         let mut queue = queue.borrow_mut();
         queue.pending.push(Box::new(hand_back));
@@ -261,7 +273,7 @@ impl EventLoop {
     }
 
     /// Objects of the loop thread; only meaningful with the GIL held on that thread.
-    pub fn objects(&self) -> &LoopObjects {
+    pub(crate) fn objects(&self) -> &LoopObjects {
         self.shared
             .objects
             .get()
@@ -269,13 +281,13 @@ impl EventLoop {
     }
 
     /// The Tokio runtime that owns the sockets, for waits started from Python.
-    pub fn runtime(&self) -> &tokio::runtime::Handle {
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
         &self.shared.runtime
     }
 
     /// Runs `app(scope, cycle.receive, cycle.send)` as an asyncio task whose done-callback
     /// is `cycle._app_done`, and counts it as running until [`EventLoop::app_done`].
-    pub fn spawn_app<'py>(
+    pub(crate) fn spawn_app<'py>(
         &self,
         py: Python<'py>,
         cycle: &Bound<'py, PyAny>,
@@ -299,7 +311,7 @@ impl EventLoop {
 
     /// For a cycle's `_app_done`: stops counting the task and tells how it ended (`Some`
     /// error when it raised or was cancelled).
-    pub fn app_done(&self, task: &Bound<'_, PyAny>) -> PyResult<Option<PyErr>> {
+    pub(crate) fn app_done(&self, task: &Bound<'_, PyAny>) -> PyResult<Option<PyErr>> {
         let py = task.py();
         if self.objects().running.bind(py).discard(task)?
             && self.shared.running_apps.fetch_sub(1, Ordering::AcqRel) == 1
@@ -317,7 +329,7 @@ impl EventLoop {
 
     /// Waits up to `timeout` for every running app task to end; on time-out cancels the
     /// rest and gives them `timeout` again to unwind. Returns whether all ended.
-    pub async fn finish_apps(&self, timeout: Duration) -> bool {
+    pub(crate) async fn finish_apps(&self, timeout: Duration) -> bool {
         if self.wait_for_apps(timeout).await {
             return true;
         }
@@ -347,7 +359,7 @@ impl EventLoop {
     }
 
     /// Asks the asyncio loop to stop after the jobs queued so far.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.shared.stopping.store(true, Ordering::Release);
         let event_loop = self.clone();
         self.submit(Box::new(move |py| {

@@ -14,7 +14,7 @@ use pyo3::ffi;
 /// When `VIRTUAL_ENV` names a virtualenv, the interpreter is started as that venv's
 /// `bin/python` would be: CPython then reads `pyvenv.cfg` and puts the venv's site-packages
 /// on `sys.path`, exactly as for `pip install` + `python -m uvicorn`.
-pub fn initialize() -> Result<(), String> {
+pub(crate) fn initialize() -> Result<(), String> {
     let virtual_env = std::env::var_os("VIRTUAL_ENV").map(PathBuf::from);
     // SAFETY: called once, before any other use of the interpreter in this process; the
     // config struct is initialised by CPython before we touch it and cleared afterwards.

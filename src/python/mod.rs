@@ -1,17 +1,19 @@
-//! The embedded interpreter: start-up, the loop thread and the app it serves.
+//! The embedded interpreter: start-up ([`interpreter`]), importing the app ([`loader`]) and
+//! the loop thread that runs it ([`event_loop`]).
 
-pub mod app;
-pub mod event_loop;
-pub mod interpreter;
+mod event_loop;
+pub(crate) mod interpreter;
+mod loader;
 
 use pyo3::prelude::*;
 
-pub use app::{AppSpec, Interface, LoopKind};
-pub use event_loop::{EventLoop, Job};
+pub(crate) use event_loop::EventLoop;
+pub(crate) use loader::AppSpec;
+pub use loader::{Interface, LoopKind};
 
 /// The traceback of a Python exception as Python itself would print it.
-pub fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
-    app::support(py)
+pub(crate) fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
+    loader::support(py)
         .and_then(|support| support.call_method1("format_exception", (err.value(py),)))
         .and_then(|text| text.extract::<String>())
         .unwrap_or_else(|_| err.to_string())

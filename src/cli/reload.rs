@@ -8,7 +8,7 @@ use glob::Pattern;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::Error;
+use crate::error::{Error, ErrorKind};
 
 /// Changes arriving this close together are one change: an editor saving a file writes,
 /// renames and touches it in quick succession (uvicorn's `--reload-delay` default).
@@ -22,17 +22,22 @@ const IGNORED_DIRECTORIES: &[&str] = &["__pycache__"];
 
 /// Which changed files restart the server.
 #[derive(Debug)]
-pub struct ReloadFilter {
+pub(super) struct ReloadFilter {
     includes: Vec<Pattern>,
     excludes: Vec<Pattern>,
 }
 
 impl ReloadFilter {
     /// uvicorn's rule: an included pattern is no longer excluded by default and vice versa.
-    pub fn new(includes: &[String], excludes: &[String]) -> Result<Self, Error> {
+    pub(super) fn new(includes: &[String], excludes: &[String]) -> Result<Self, Error> {
         let compile = |text: &str| {
-            Pattern::new(text)
-                .map_err(|err| Error::new(format!("bad reload pattern {text:?}: {err}")))
+            Pattern::new(text).map_err(|err| {
+                Error::with_source(
+                    ErrorKind::Config,
+                    format!("bad reload pattern {text:?}"),
+                    err,
+                )
+            })
         };
         let mut include_texts: Vec<&str> = DEFAULT_INCLUDES
             .iter()
@@ -61,7 +66,7 @@ impl ReloadFilter {
     /// Whether a change to `path`, inside the watched directory `root`, counts. Patterns
     /// without a `/` match file names; the directories on the way must not be excluded
     /// either (so `.*` keeps `.git/` and `.venv/` out).
-    pub fn matches(&self, root: &Path, path: &Path) -> bool {
+    pub(super) fn matches(&self, root: &Path, path: &Path) -> bool {
         let relative = path.strip_prefix(root).unwrap_or(path);
         let Some(name) = relative.file_name().and_then(|name| name.to_str()) else {
             return false;
@@ -93,19 +98,22 @@ impl ReloadFilter {
 }
 
 /// Watches directories recursively and reports changed files that pass the filter.
-pub struct FileWatcher {
+pub(super) struct FileWatcher {
     /// Kept alive for as long as changes should be reported.
     _watcher: RecommendedWatcher,
     changes: mpsc::UnboundedReceiver<PathBuf>,
 }
 
 impl FileWatcher {
-    pub fn new(directories: &[PathBuf], filter: ReloadFilter) -> Result<Self, Error> {
+    pub(super) fn new(directories: &[PathBuf], filter: ReloadFilter) -> Result<Self, Error> {
         let roots: Vec<PathBuf> = directories
             .iter()
             .map(|directory| {
                 directory.canonicalize().map_err(|err| {
-                    Error::new(format!("cannot watch {}: {err}", directory.display()))
+                    Error::new(
+                        ErrorKind::System,
+                        format!("cannot watch {}: {err}", directory.display()),
+                    )
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -130,11 +138,16 @@ impl FileWatcher {
                     }
                 }
             })
-            .map_err(|err| Error::new(format!("cannot watch files: {err}")))?;
+            .map_err(|err| Error::with_source(ErrorKind::System, "cannot watch files", err))?;
         for root in &roots {
             watcher
                 .watch(root, RecursiveMode::Recursive)
-                .map_err(|err| Error::new(format!("cannot watch {}: {err}", root.display())))?;
+                .map_err(|err| {
+                    Error::new(
+                        ErrorKind::System,
+                        format!("cannot watch {}: {err}", root.display()),
+                    )
+                })?;
             tracing::info!("watching {} for changes", root.display());
         }
         Ok(FileWatcher {
@@ -144,7 +157,7 @@ impl FileWatcher {
     }
 
     /// The first file of the next burst of changes, once the burst has settled.
-    pub async fn changed(&mut self) -> Option<PathBuf> {
+    pub(super) async fn changed(&mut self) -> Option<PathBuf> {
         let first = self.changes.recv().await?;
         while let Ok(Some(_)) = tokio::time::timeout(SETTLE_TIME, self.changes.recv()).await {}
         Some(first)

@@ -17,11 +17,8 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
-use crate::Error;
-use crate::asgi::ServerAddress;
-
-/// uvicorn's `--backlog` default: connections the kernel queues before they are accepted.
-pub const DEFAULT_BACKLOG: u32 = 2048;
+use crate::connection_info::ServerAddress;
+use crate::error::{Error, ErrorKind};
 
 /// Where to listen.
 #[derive(Debug)]
@@ -51,7 +48,13 @@ impl Bind {
     /// start-up, before serving.
     pub fn open(self, backlog: u32) -> Result<BoundSocket, Error> {
         let description = self.to_string();
-        let cannot = |err: io::Error| Error::new(format!("cannot listen on {description}: {err}"));
+        let cannot = |err: io::Error| {
+            Error::with_source(
+                ErrorKind::Bind,
+                format!("cannot listen on {description}"),
+                err,
+            )
+        };
         let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
         match self {
             Bind::Tcp(address) => bind_tcp(&address, backlog).map_err(cannot),
@@ -73,11 +76,13 @@ impl Bind {
 ///
 /// Whoever started the process promises the descriptor is ours to use. It is checked to be
 /// an open socket, so a wrong number is a start-up error rather than a stray close later.
-pub fn inherited_socket(fd: RawFd) -> Result<OwnedFd, Error> {
+#[cfg(any(feature = "cli", test))]
+pub(crate) fn inherited_socket(fd: RawFd) -> Result<OwnedFd, Error> {
     if fd < 0 {
-        return Err(Error::new(format!(
-            "file descriptor {fd}: not a file descriptor"
-        )));
+        return Err(Error::new(
+            ErrorKind::Bind,
+            format!("file descriptor {fd}: not a file descriptor"),
+        ));
     }
     // SAFETY: the descriptor was handed to this process for it to serve, and is taken once,
     // at start-up, before anything else in the process could have claimed it.
@@ -86,18 +91,21 @@ pub fn inherited_socket(fd: RawFd) -> Result<OwnedFd, Error> {
         Ok(_) => {
             // Python code forking or spawning processes must not carry the socket along.
             socket.set_cloexec(true).map_err(|err| {
-                Error::new(format!(
-                    "file descriptor {fd}: cannot set close-on-exec: {err}"
-                ))
+                Error::with_source(
+                    ErrorKind::Bind,
+                    format!("file descriptor {fd}: cannot set close-on-exec"),
+                    err,
+                )
             })?;
             Ok(socket.into())
         }
         Err(err) => {
             // Not open, or not a socket: not ours to close.
             std::mem::forget(socket);
-            Err(Error::new(format!(
-                "file descriptor {fd}: not an open socket ({err})"
-            )))
+            Err(Error::new(
+                ErrorKind::Bind,
+                format!("file descriptor {fd}: not an open socket ({err})"),
+            ))
         }
     }
 }
@@ -270,7 +278,7 @@ impl Listener {
 }
 
 /// A listening address as users type it: `http://127.0.0.1:8000`, `unix:/run/app.sock`.
-pub fn describe(address: ServerAddress, tls: bool) -> String {
+pub(super) fn describe(address: ServerAddress, tls: bool) -> String {
     match (address, tls) {
         (ServerAddress::Tcp(address), false) => format!("http://{address}"),
         (ServerAddress::Tcp(address), true) => format!("https://{address}"),

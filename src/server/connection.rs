@@ -17,44 +17,19 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::access_log::{LoggedBody, RequestLine};
-use crate::asgi::ConnectionInfo;
-use crate::asgi::body::BoxError;
-use crate::guarded_body::GuardedBody;
-use crate::keep_alive::KeepAlive;
-use crate::listener::Stream;
-use crate::proxy_headers::TrustedProxies;
-use crate::server::{ServerHandle, ServerOptions};
-
-/// Which HTTP versions the server speaks (`--http`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum HttpVersions {
-    /// HTTP/1.1, and HTTP/2 by ALPN over TLS or with prior knowledge in cleartext (h2c).
-    #[default]
-    Auto,
-    /// HTTP/1.1 only. uvicorn's implementation names `h11` and `httptools` mean this too.
-    #[value(name = "1", alias = "h11", alias = "httptools")]
-    Http1,
-    /// HTTP/2 only: ALPN `h2` over TLS, prior knowledge in cleartext.
-    #[value(name = "2")]
-    Http2,
-}
-
-impl HttpVersions {
-    /// What TLS offers by ALPN, preferred first.
-    pub fn alpn_protocols(self) -> Vec<Vec<u8>> {
-        let (h2, http11) = (b"h2".to_vec(), b"http/1.1".to_vec());
-        match self {
-            HttpVersions::Auto => vec![h2, http11],
-            HttpVersions::Http1 => vec![http11],
-            HttpVersions::Http2 => vec![h2],
-        }
-    }
-}
+use super::access_log::{LoggedBody, RequestLine};
+use super::handle::ServerHandle;
+use super::http_versions::HttpVersions;
+use super::keep_alive::KeepAlive;
+use super::listener::Stream;
+use super::options::ServerOptions;
+use crate::BoxError;
+use crate::connection_info::ConnectionInfo;
+use crate::layers::TrustedProxies;
+use crate::layers::guarded_body::GuardedBody;
+use crate::shutdown::Shutdown;
 
 /// The hyper connection builder for the HTTP versions spoken, configured once.
 ///
@@ -67,7 +42,7 @@ pub(crate) enum Protocols {
 }
 
 impl Protocols {
-    pub fn new(versions: HttpVersions, options: &ServerOptions) -> Self {
+    pub(super) fn new(versions: HttpVersions, options: &ServerOptions) -> Self {
         let max_buf_size = options.max_header_bytes.max(8192);
         // HTTP/1 keeps hyper's limit of 100 header lines, parsed without allocating; more get 431.
         let max_header_list = u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX);
@@ -110,19 +85,6 @@ impl Protocols {
     }
 }
 
-/// The shutdown stages every connection watches, and the tasks that serve clients, which
-/// shutdown waits for: connections, and the websockets upgraded from them, which outlive
-/// their HTTP connection.
-#[derive(Clone, Default)]
-pub(crate) struct Shutdown {
-    /// Finish the requests in flight, then close (HTTP/1 stops keep-alive, HTTP/2 sends
-    /// GOAWAY, websockets close with 1012).
-    pub draining: CancellationToken,
-    /// Drop the connection now; its requests' apps see `http.disconnect`.
-    pub closing: CancellationToken,
-    pub tasks: TaskTracker,
-}
-
 /// `--limit-max-requests`: counts requests and starts the server's graceful shutdown when
 /// the limit is reached, so a supervisor can replace the process.
 pub(crate) struct RequestBudget {
@@ -132,7 +94,7 @@ pub(crate) struct RequestBudget {
 }
 
 impl RequestBudget {
-    pub fn new(limit: u64, server: ServerHandle) -> Self {
+    pub(super) fn new(limit: u64, server: ServerHandle) -> Self {
         RequestBudget {
             limit,
             served: AtomicU64::new(0),
@@ -193,7 +155,7 @@ where
     B::Error: Into<BoxError>,
 {
     /// Serves `stream` until the client is done or shutdown closes it.
-    pub async fn serve(self, stream: Stream, connection: ConnectionInfo) {
+    pub(super) async fn serve(self, stream: Stream, connection: ConnectionInfo) {
         let peer = connection.client;
         let Some(tls) = &self.tls else {
             return self.serve_http(stream, connection).await;

@@ -17,8 +17,8 @@ use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::asgi::body::BoxError;
-use crate::guarded_body::GuardedBody;
+use crate::BoxError;
+use crate::layers::guarded_body::GuardedBody;
 
 /// Admits at most `max` requests at a time across every service it makes; a [`tower::Layer`]
 /// for the whole router.
@@ -28,6 +28,7 @@ pub struct InFlightLimitLayer {
 }
 
 impl InFlightLimitLayer {
+    /// At most `max` requests in flight; the rest are answered 503 at once.
     pub fn new(max: usize) -> Self {
         InFlightLimitLayer {
             permits: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),

@@ -19,7 +19,7 @@ use http::{Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::asgi::body::BoxError;
+use crate::BoxError;
 
 /// Refuses request bodies over `max` bytes; a [`tower::Layer`] for the whole router.
 #[derive(Clone, Copy, Debug)]
@@ -28,6 +28,7 @@ pub struct BodySizeLimitLayer {
 }
 
 impl BodySizeLimitLayer {
+    /// Request bodies of at most `max` bytes; larger ones are answered 413.
     pub fn new(max: u64) -> Self {
         BodySizeLimitLayer { max }
     }
@@ -189,7 +190,7 @@ where
 
 /// The error a [`LimitedBody`] ends with when the client sends more than the limit.
 #[derive(Debug)]
-pub struct BodyTooLarge {
+pub(crate) struct BodyTooLarge {
     limit: u64,
 }
 

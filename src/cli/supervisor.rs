@@ -28,14 +28,15 @@ use tokio::net::UnixStream;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::listener::{self, BoundSocket};
-use crate::reload::FileWatcher;
-use crate::{Error, ServerHandle};
+use super::reload::FileWatcher;
+use crate::ServerHandle;
+use crate::error::{Error, ErrorKind};
+use crate::server::{BoundSocket, inherited_socket};
 
 /// Hidden flag carrying the listening sockets a worker inherits.
-pub const LISTEN_FDS_FLAG: &str = "--worker-listen-fds";
+pub(super) const LISTEN_FDS_FLAG: &str = "--worker-listen-fds";
 /// Hidden flag carrying the worker's end of its lifeline.
-pub const LIFELINE_FD_FLAG: &str = "--worker-lifeline-fd";
+pub(super) const LIFELINE_FD_FLAG: &str = "--worker-lifeline-fd";
 
 /// The first wait before restarting a worker that crashed; doubled for each crash in a row.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -44,7 +45,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const HEALTHY_UPTIME: Duration = Duration::from_secs(10);
 
 /// Starts, watches and replaces worker processes serving shared listening sockets.
-pub struct Supervisor {
+pub(super) struct Supervisor {
     program: PathBuf,
     args: Vec<OsString>,
     workers: usize,
@@ -54,7 +55,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Workers run this program with `args` (the supervisor's own arguments) on `sockets`.
-    pub fn new(
+    pub(super) fn new(
         program: PathBuf,
         args: Vec<OsString>,
         workers: usize,
@@ -71,7 +72,7 @@ impl Supervisor {
 
     /// Development mode: restart the workers whenever `watcher` reports a change, and wait
     /// for the next change instead of retrying a worker that fails.
-    pub fn reload_on(mut self, watcher: FileWatcher) -> Self {
+    pub(super) fn reload_on(mut self, watcher: FileWatcher) -> Self {
         self.reload = Some(watcher);
         self
     }
@@ -79,18 +80,18 @@ impl Supervisor {
     /// Supervises until SIGTERM/SIGINT and every worker has exited. Fails when the first
     /// workers cannot start (the app does not import, lifespan startup fails, …): restarting
     /// them would fail the same way.
-    pub async fn run(mut self) -> Result<(), Error> {
+    pub(super) async fn run(mut self) -> Result<(), Error> {
         let mut listen_fds = Vec::new();
         for socket in &self.sockets {
-            let fd = socket
-                .inheritable_fd()
-                .map_err(|err| Error::new(format!("cannot share the listening socket: {err}")))?;
+            let fd = socket.inheritable_fd().map_err(|err| {
+                Error::with_source(ErrorKind::System, "cannot share the listening socket", err)
+            })?;
             listen_fds.push(fd.to_string());
         }
         let mut terminate = signal(SignalKind::terminate())
-            .map_err(|err| Error::new(format!("cannot handle SIGTERM: {err}")))?;
+            .map_err(|err| Error::with_source(ErrorKind::System, "cannot handle SIGTERM", err))?;
         let mut interrupt = signal(SignalKind::interrupt())
-            .map_err(|err| Error::new(format!("cannot handle SIGINT: {err}")))?;
+            .map_err(|err| Error::with_source(ErrorKind::System, "cannot handle SIGINT", err))?;
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let mut state = State {
             launcher: Launcher {
@@ -123,7 +124,7 @@ impl Supervisor {
         }
         drop(self.sockets);
         match state.failure {
-            Some(failure) => Err(Error::new(failure)),
+            Some(failure) => Err(Error::new(ErrorKind::System, failure)),
             None => {
                 tracing::info!("all workers have exited");
                 Ok(())
@@ -393,22 +394,28 @@ impl Launcher {
 }
 
 /// A worker's end of its lifeline to the supervisor.
-pub struct Lifeline(UnixStream);
+pub(super) struct Lifeline(UnixStream);
 
 impl Lifeline {
     /// Takes the descriptor given with the lifeline flag. Call inside a Tokio runtime.
-    pub fn inherited(fd: RawFd) -> Result<Self, Error> {
-        let socket = std::os::unix::net::UnixStream::from(listener::inherited_socket(fd)?);
+    pub(super) fn inherited(fd: RawFd) -> Result<Self, Error> {
+        let socket = std::os::unix::net::UnixStream::from(inherited_socket(fd)?);
         socket
             .set_nonblocking(true)
             .and_then(|()| UnixStream::from_std(socket))
             .map(Lifeline)
-            .map_err(|err| Error::new(format!("cannot use the supervisor's lifeline: {err}")))
+            .map_err(|err| {
+                Error::with_source(
+                    ErrorKind::System,
+                    "cannot use the supervisor's lifeline",
+                    err,
+                )
+            })
     }
 
     /// Reports `server` ready to the supervisor once it is, and shuts it down gracefully if
     /// the supervisor goes away.
-    pub async fn attend(self, server: ServerHandle) {
+    pub(super) async fn attend(self, server: ServerHandle) {
         let (mut from_supervisor, mut to_supervisor) = self.0.into_split();
         // The supervisor never writes: a read returns only when it is gone.
         let mut gone = [0; 1];

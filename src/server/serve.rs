@@ -3,7 +3,6 @@
 //! and what is Python.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,13 +12,15 @@ use hyper::body::Incoming;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::asgi::body::BoxError;
-use crate::asgi::{ConnectionInfo, ServerAddress};
-use crate::connection::{ConnectionSetup, HttpVersions, Protocols, RequestBudget};
-use crate::listener::{Bind, DEFAULT_BACKLOG, Listener, describe};
-use crate::proxy_headers::TrustedProxies;
-use crate::tls::TlsOptions;
-use crate::{Error, PythonApp};
+use super::connection::{ConnectionSetup, Protocols, RequestBudget};
+use super::handle::ServerHandle;
+use super::listener::{Bind, Listener, describe};
+use super::options::ServerOptions;
+use crate::BoxError;
+use crate::app::PythonApp;
+use crate::connection_info::{ConnectionInfo, ServerAddress};
+use crate::defaults;
+use crate::error::{Error, ErrorKind};
 
 /// How long apps get to return after `http.disconnect` at shutdown, and again after being
 /// cancelled, so a stubborn app delays exit by at most twice this.
@@ -33,90 +34,6 @@ pub struct Server<S> {
     handle: ServerHandle,
 }
 
-/// Connection-level settings; the defaults are uvicorn's.
-#[derive(Clone, Debug)]
-pub struct ServerOptions {
-    pub access_log: bool,
-    /// Idle time before a keep-alive connection is closed.
-    pub timeout_keep_alive: Duration,
-    /// How long in-flight requests may run after a shutdown signal; `None` waits for them.
-    pub timeout_graceful_shutdown: Option<Duration>,
-    /// Time a client has to complete the TLS handshake, and then to send complete request
-    /// headers (slow-loris protection).
-    pub header_read_timeout: Duration,
-    /// Largest request head accepted (HTTP/2: header list); larger ones get 431.
-    pub max_header_bytes: usize,
-    /// The HTTP versions spoken (`--http`).
-    pub http: HttpVersions,
-    /// Serve HTTPS with this certificate and key.
-    pub tls: Option<TlsOptions>,
-    /// Connections the kernel queues for sockets this server binds (`--backlog`).
-    pub backlog: u32,
-    /// Shut down gracefully after this many requests (`--limit-max-requests`), for a
-    /// supervisor to replace the process.
-    pub limit_max_requests: Option<u64>,
-    /// Send a `date` header on responses that have none (`--date-header`).
-    pub date_header: bool,
-    /// Whose proxy headers to believe (`--forwarded-allow-ips`); `None` believes no one
-    /// (`--no-proxy-headers`). Applied as each request arrives, so the router, the app and
-    /// the access log all see the client the proxy reports.
-    pub proxy_headers: Option<TrustedProxies>,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        ServerOptions {
-            access_log: true,
-            timeout_keep_alive: Duration::from_secs(5),
-            timeout_graceful_shutdown: None,
-            header_read_timeout: Duration::from_secs(30),
-            max_header_bytes: 64 * 1024,
-            http: HttpVersions::Auto,
-            tls: None,
-            backlog: DEFAULT_BACKLOG,
-            limit_max_requests: None,
-            date_header: true,
-            proxy_headers: Some(TrustedProxies::localhost()),
-        }
-    }
-}
-
-/// Observe and control a running [`Server`] from elsewhere: wait until it serves, stop it.
-#[derive(Clone)]
-pub struct ServerHandle {
-    ready: watch::Sender<Option<Vec<SocketAddr>>>,
-    shutdown: watch::Sender<bool>,
-}
-
-impl ServerHandle {
-    pub(crate) fn new() -> Self {
-        ServerHandle {
-            ready: watch::Sender::new(None),
-            shutdown: watch::Sender::new(false),
-        }
-    }
-
-    /// Resolves once the server is bound, listening and lifespan startup has completed,
-    /// with the TCP addresses it listens on.
-    pub async fn ready(&self) -> Vec<SocketAddr> {
-        let mut ready = self.ready.subscribe();
-        match ready.wait_for(Option::is_some).await {
-            Ok(addresses) => addresses.clone().unwrap_or_default(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    /// Starts a graceful shutdown, as SIGTERM does.
-    pub fn shutdown(&self) {
-        self.shutdown.send_replace(true);
-    }
-
-    /// Becomes `true` when a shutdown is requested through the handle.
-    pub(crate) fn subscribe_shutdown(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
-    }
-}
-
 impl<S, B> Server<S>
 where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -128,6 +45,7 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    /// A server for `service`, with [`ServerOptions`]' defaults and no address yet.
     pub fn new(service: S) -> Self {
         Server {
             service,
@@ -151,11 +69,13 @@ where
         self
     }
 
+    /// Replaces the connection-level settings.
     pub fn options(mut self, options: ServerOptions) -> Self {
         self.options = options;
         self
     }
 
+    /// A handle to wait for readiness and to stop the server from elsewhere.
     pub fn handle(&self) -> ServerHandle {
         self.handle.clone()
     }
@@ -229,6 +149,7 @@ where
             connections.wait().await;
             stop_python(python).await;
             return Err(Error::new(
+                ErrorKind::LoopDied,
                 "the Python event loop stopped unexpectedly (see the error above); exiting",
             ));
         }
@@ -255,10 +176,12 @@ where
         if !python.finish_apps(APP_EXIT_GRACE).await {
             tracing::warn!("some request tasks did not end after cancellation");
         }
-        let result = lifespan
-            .shutdown()
-            .await
-            .map_err(|message| Error::new(format!("Application shutdown failed:\n{message}")));
+        let result = lifespan.shutdown().await.map_err(|message| {
+            Error::new(
+                ErrorKind::LifespanShutdown,
+                format!("Application shutdown failed:\n{message}"),
+            )
+        });
         stop_python(python).await;
         tracing::info!("server stopped");
         result
@@ -279,15 +202,19 @@ async fn stop_python(python: PythonApp) {
 /// Opens every place to listen, uvicorn's `127.0.0.1:8000` when none is given.
 fn listen(mut binds: Vec<Bind>, backlog: u32) -> Result<Vec<Listener>, Error> {
     if binds.is_empty() {
-        binds.push(Bind::Tcp("127.0.0.1:8000".into()));
+        binds.push(Bind::Tcp(format!("{}:{}", defaults::HOST, defaults::PORT)));
     }
     binds
         .into_iter()
         .map(|bind| {
             let description = bind.to_string();
-            bind.open(backlog)?
-                .into_listener()
-                .map_err(|err| Error::new(format!("cannot listen on {description}: {err}")))
+            bind.open(backlog)?.into_listener().map_err(|err| {
+                Error::with_source(
+                    ErrorKind::Bind,
+                    format!("cannot listen on {description}"),
+                    err,
+                )
+            })
         })
         .collect()
 }

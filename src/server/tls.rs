@@ -15,8 +15,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
-use crate::Error;
-use crate::connection::HttpVersions;
+use super::http_versions::HttpVersions;
+use crate::error::{Error, ErrorKind};
 
 /// The certificate, key and client-certificate policy to serve TLS with.
 #[derive(Clone, Debug)]
@@ -30,26 +30,29 @@ pub struct TlsOptions {
     pub keyfile_password: Option<KeyPassword>,
     /// PEM CA certificates that client certificates are checked against (`--ssl-ca-certs`).
     pub ca_certs: Option<PathBuf>,
+    /// Whether clients are asked for a certificate (`--ssl-cert-reqs`).
     pub client_certificates: ClientCertificates,
 }
 
 /// Whether clients are asked for a certificate: uvicorn's `--ssl-cert-reqs` 0, 1, 2 (the
 /// values of Python's `ssl.CERT_NONE`, `CERT_OPTIONAL`, `CERT_REQUIRED`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum ClientCertificates {
     /// Not asked for.
     #[default]
-    #[value(name = "0", alias = "none")]
+    #[cfg_attr(feature = "cli", value(name = "0", alias = "none"))]
     NotRequested,
     /// Asked for; a client without one is still served, one with a bad one is refused.
-    #[value(name = "1", alias = "optional")]
+    #[cfg_attr(feature = "cli", value(name = "1", alias = "optional"))]
     Optional,
     /// Asked for; a client without a valid one is refused.
-    #[value(name = "2", alias = "required")]
+    #[cfg_attr(feature = "cli", value(name = "2", alias = "required"))]
     Required,
 }
 
 impl TlsOptions {
+    /// A certificate chain and its key, both PEM files; no client certificates asked for.
     pub fn new(certfile: impl Into<PathBuf>, keyfile: impl Into<PathBuf>) -> Self {
         TlsOptions {
             certfile: certfile.into(),
@@ -68,7 +71,7 @@ impl TlsOptions {
         let key = read_private_key(key_path, self.keyfile_password.as_ref())?;
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|err| Error::new(format!("TLS set-up failed: {err}")))?;
+            .map_err(|err| Error::with_source(ErrorKind::Tls, "TLS set-up failed", err))?;
         let builder = match self.client_verifier(provider)? {
             Some(verifier) => builder.with_client_cert_verifier(verifier),
             None => builder.with_no_client_auth(),
@@ -76,16 +79,22 @@ impl TlsOptions {
         let mut config = builder
             .with_single_cert(certificates, key)
             .map_err(|err| match err {
-                rustls::Error::InconsistentKeys(_) => Error::new(format!(
-                    "--ssl-keyfile {} is not the key of the certificate in --ssl-certfile {}",
-                    key_path.display(),
-                    self.certfile.display()
-                )),
-                err => Error::new(format!(
-                    "unusable certificate or key ({}, {}): {err}",
-                    self.certfile.display(),
-                    key_path.display()
-                )),
+                rustls::Error::InconsistentKeys(_) => Error::new(
+                    ErrorKind::Tls,
+                    format!(
+                        "--ssl-keyfile {} is not the key of the certificate in --ssl-certfile {}",
+                        key_path.display(),
+                        self.certfile.display()
+                    ),
+                ),
+                err => Error::new(
+                    ErrorKind::Tls,
+                    format!(
+                        "unusable certificate or key ({}, {}): {err}",
+                        self.certfile.display(),
+                        key_path.display()
+                    ),
+                ),
             })?;
         config.alpn_protocols = versions.alpn_protocols();
         Ok(Arc::new(config))
@@ -100,16 +109,20 @@ impl TlsOptions {
         }
         let Some(ca_certs) = &self.ca_certs else {
             return Err(Error::new(
+                ErrorKind::Tls,
                 "--ssl-cert-reqs 1 or 2 needs --ssl-ca-certs to check client certificates against",
             ));
         };
         let mut roots = RootCertStore::empty();
         for certificate in read_certificates(ca_certs, "--ssl-ca-certs")? {
             roots.add(certificate).map_err(|err| {
-                Error::new(format!(
-                    "bad CA certificate in --ssl-ca-certs {}: {err}",
-                    ca_certs.display()
-                ))
+                Error::new(
+                    ErrorKind::Tls,
+                    format!(
+                        "bad CA certificate in --ssl-ca-certs {}: {err}",
+                        ca_certs.display()
+                    ),
+                )
             })?;
         }
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
@@ -118,10 +131,10 @@ impl TlsOptions {
             _ => verifier,
         };
         let verifier = verifier.build().map_err(|err| {
-            Error::new(format!(
-                "cannot use --ssl-ca-certs {}: {err}",
-                ca_certs.display()
-            ))
+            Error::new(
+                ErrorKind::Tls,
+                format!("cannot use --ssl-ca-certs {}: {err}", ca_certs.display()),
+            )
         })?;
         Ok(Some(verifier))
     }
@@ -145,36 +158,42 @@ fn read_private_key(
     password: Option<&KeyPassword>,
 ) -> Result<PrivateKeyDer<'static>, Error> {
     let cannot_read = |err: &dyn std::fmt::Display| {
-        Error::new(format!(
-            "cannot read --ssl-keyfile {}: {err}",
-            path.display()
-        ))
+        Error::new(
+            ErrorKind::Tls,
+            format!("cannot read --ssl-keyfile {}: {err}", path.display()),
+        )
     };
     let pem = std::fs::read(path).map_err(|err| cannot_read(&err))?;
     if let Some(encrypted) = encrypted_key_section(&pem) {
         let Some(KeyPassword(password)) = password else {
-            return Err(Error::new(format!(
-                "--ssl-keyfile {} is encrypted: give its password with --ssl-keyfile-password",
-                path.display()
-            )));
+            return Err(Error::new(
+                ErrorKind::Tls,
+                format!(
+                    "--ssl-keyfile {} is encrypted: give its password with --ssl-keyfile-password",
+                    path.display()
+                ),
+            ));
         };
         let (_, der) = pkcs8::der::pem::decode_vec(encrypted).map_err(|err| cannot_read(&err))?;
         let encrypted = EncryptedPrivateKeyInfoRef::try_from(der.as_slice())
             .map_err(|err| cannot_read(&err))?;
         let key = encrypted.decrypt(password).map_err(|err| {
-            Error::new(format!(
-                "cannot decrypt --ssl-keyfile {} with --ssl-keyfile-password \
+            Error::new(
+                ErrorKind::Tls,
+                format!(
+                    "cannot decrypt --ssl-keyfile {} with --ssl-keyfile-password \
                  (wrong password?): {err}",
-                path.display()
-            ))
+                    path.display()
+                ),
+            )
         })?;
         return Ok(PrivateKeyDer::Pkcs8(key.as_bytes().to_vec().into()));
     }
     PrivateKeyDer::from_pem_slice(&pem).map_err(|err| match err {
-        pem::Error::NoItemsFound => Error::new(format!(
-            "no private key in --ssl-keyfile {}",
-            path.display()
-        )),
+        pem::Error::NoItemsFound => Error::new(
+            ErrorKind::Tls,
+            format!("no private key in --ssl-keyfile {}", path.display()),
+        ),
         err => cannot_read(&err),
     })
 }
@@ -195,17 +214,21 @@ fn encrypted_key_section(pem: &[u8]) -> Option<&[u8]> {
 }
 
 fn read_certificates(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let cannot_read =
-        |err: pem::Error| Error::new(format!("cannot read {flag} {}: {err}", path.display()));
+    let cannot_read = |err: pem::Error| {
+        Error::new(
+            ErrorKind::Tls,
+            format!("cannot read {flag} {}: {err}", path.display()),
+        )
+    };
     let certificates = CertificateDer::pem_file_iter(path)
         .map_err(cannot_read)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(cannot_read)?;
     if certificates.is_empty() {
-        return Err(Error::new(format!(
-            "no certificate in {flag} {}",
-            path.display()
-        )));
+        return Err(Error::new(
+            ErrorKind::Tls,
+            format!("no certificate in {flag} {}", path.display()),
+        ));
     }
     Ok(certificates)
 }

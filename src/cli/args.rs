@@ -8,20 +8,21 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::default_headers::SERVER;
-use crate::listener::{self, Bind, DEFAULT_BACKLOG};
-use crate::proxy_headers::TrustedProxies;
-use crate::reload::{FileWatcher, ReloadFilter};
-use crate::server::ServerOptions;
+use super::reload::{FileWatcher, ReloadFilter};
+use super::supervisor::{LIFELINE_FD_FLAG, LISTEN_FDS_FLAG};
+use crate::defaults;
+use crate::error::{Error, ErrorKind};
+use crate::layers::TrustedProxies;
+use crate::server::inherited_socket;
 use crate::{
-    ClientCertificates, Error, HttpVersions, Interface, KeyPassword, LifespanMode, LoopKind,
-    PythonApp, PythonAppBuilder, TlsOptions,
+    Bind, ClientCertificates, HttpVersions, Interface, KeyPassword, LifespanMode, LoopKind,
+    PythonApp, PythonAppBuilder, ServerOptions, TlsOptions,
 };
 
 /// Serve a Python ASGI application (Starlette, FastAPI, any ASGI 3 or 2 app) from Rust.
 #[derive(Parser, Debug)]
 #[command(name = "rust-asgi-server", version, about)]
-pub struct Cli {
+pub(super) struct Cli {
     /// The app to serve, as `module:attribute` (same as --app).
     #[arg(value_name = "APP", conflicts_with = "app")]
     pub app_positional: Option<String>,
@@ -79,7 +80,7 @@ pub struct Cli {
     pub no_access_log: bool,
 
     /// Largest websocket message accepted from a client, in bytes.
-    #[arg(long, default_value_t = crate::app::DEFAULT_WS_MAX_SIZE)]
+    #[arg(long, default_value_t = defaults::WS_MAX_SIZE)]
     pub ws_max_size: usize,
 
     /// Close a connection that has waited this many seconds after a response for its next
@@ -106,7 +107,7 @@ pub struct Cli {
     #[arg(
         long,
         env = "FORWARDED_ALLOW_IPS",
-        default_value = "127.0.0.1",
+        default_value = defaults::FORWARDED_ALLOW_IPS,
         value_name = "IPS"
     )]
     pub forwarded_allow_ips: TrustedProxies,
@@ -158,7 +159,7 @@ pub struct Cli {
     pub fd: Option<RawFd>,
 
     /// Connections the kernel queues before they are accepted.
-    #[arg(long, default_value_t = DEFAULT_BACKLOG, value_name = "N")]
+    #[arg(long, default_value_t = defaults::BACKLOG, value_name = "N")]
     pub backlog: u32,
 
     /// Worker processes, each with its own interpreter, sharing the listening sockets under
@@ -226,7 +227,7 @@ pub struct Cli {
 
     /// Set by the --workers supervisor on a worker: the listening sockets it inherits.
     #[arg(
-        long = "worker-listen-fds",
+        long = LISTEN_FDS_FLAG.trim_start_matches('-'),
         hide = true,
         value_delimiter = ',',
         requires = "worker_lifeline_fd"
@@ -234,13 +235,13 @@ pub struct Cli {
     pub worker_listen_fds: Vec<RawFd>,
 
     /// Set by the --workers supervisor on a worker: its end of the lifeline.
-    #[arg(long = "worker-lifeline-fd", hide = true)]
+    #[arg(long = LIFELINE_FD_FLAG.trim_start_matches('-'), hide = true)]
     pub worker_lifeline_fd: Option<RawFd>,
 }
 
 /// How this process serves, from --workers, --reload and the supervisor's worker flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProcessRole {
+pub(super) enum ProcessRole {
     /// Serves in this process: one worker, no supervisor.
     Single,
     /// Binds the sockets and supervises worker processes; never starts Python.
@@ -251,7 +252,7 @@ pub enum ProcessRole {
 
 /// How log lines are written to stderr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(super) enum LogFormat {
     Text,
     Json,
 }
@@ -269,13 +270,13 @@ fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
 }
 
 impl Cli {
-    pub fn import_string(&self) -> Option<&str> {
+    pub(super) fn import_string(&self) -> Option<&str> {
         self.app.as_deref().or(self.app_positional.as_deref())
     }
 
     /// The TCP address: --bind, else --host/--port. With only --uds or --fd there is none,
     /// as with uvicorn.
-    pub fn tcp_address(&self) -> Option<String> {
+    pub(super) fn tcp_address(&self) -> Option<String> {
         if let Some(bind) = &self.bind {
             return Some(bind.clone());
         }
@@ -283,8 +284,8 @@ impl Cli {
         if !given && (self.uds.is_some() || self.fd.is_some()) {
             return None;
         }
-        let host = self.host.as_deref().unwrap_or("127.0.0.1");
-        let port = self.port.unwrap_or(8000);
+        let host = self.host.as_deref().unwrap_or(defaults::HOST);
+        let port = self.port.unwrap_or(defaults::PORT);
         Some(if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
@@ -292,7 +293,7 @@ impl Cli {
         })
     }
 
-    pub fn process_role(&self) -> ProcessRole {
+    pub(super) fn process_role(&self) -> ProcessRole {
         match self.worker_lifeline_fd {
             Some(lifeline) => ProcessRole::Worker { lifeline },
             None if self.workers > 1 || self.reload => ProcessRole::Supervisor,
@@ -302,17 +303,17 @@ impl Cli {
 
     /// Where this process listens. Takes over the inherited descriptors (--fd, or a
     /// worker's sockets), so call it once.
-    pub fn binds(&self) -> Result<Vec<Bind>, Error> {
+    pub(super) fn binds(&self) -> Result<Vec<Bind>, Error> {
         if let ProcessRole::Worker { .. } = self.process_role() {
             return self
                 .worker_listen_fds
                 .iter()
-                .map(|&fd| listener::inherited_socket(fd).map(Bind::Socket))
+                .map(|&fd| inherited_socket(fd).map(Bind::Socket))
                 .collect();
         }
         let mut binds = Vec::new();
         if let Some(fd) = self.fd {
-            binds.push(Bind::Socket(listener::inherited_socket(fd)?));
+            binds.push(Bind::Socket(inherited_socket(fd)?));
         }
         if let Some(path) = &self.uds {
             binds.push(Bind::Unix(path.clone()));
@@ -324,7 +325,7 @@ impl Cli {
     }
 
     /// --ssl-certfile and company, when serving HTTPS.
-    pub fn tls_options(&self) -> Option<TlsOptions> {
+    pub(super) fn tls_options(&self) -> Option<TlsOptions> {
         let certfile = self.ssl_certfile.clone()?;
         Some(TlsOptions {
             certfile,
@@ -336,7 +337,7 @@ impl Cli {
     }
 
     /// --limit-max-requests plus this process's own random share of the jitter.
-    pub fn limit_max_requests(&self) -> Option<u64> {
+    pub(super) fn limit_max_requests(&self) -> Option<u64> {
         let limit = self.limit_max_requests?;
         let jitter = match self.limit_max_requests_jitter.checked_add(1) {
             Some(choices) => RandomState::new().hash_one(std::process::id()) % choices,
@@ -346,7 +347,7 @@ impl Cli {
     }
 
     /// The files --reload watches, and which of their changes count.
-    pub fn file_watcher(&self) -> Result<FileWatcher, Error> {
+    pub(super) fn file_watcher(&self) -> Result<FileWatcher, Error> {
         let directories = if self.reload_dirs.is_empty() {
             vec![PathBuf::from(".")]
         } else {
@@ -356,7 +357,7 @@ impl Cli {
         FileWatcher::new(&directories, filter)
     }
 
-    pub fn python_app(&self, import_string: &str) -> PythonAppBuilder {
+    pub(super) fn python_app(&self, import_string: &str) -> PythonAppBuilder {
         PythonApp::builder(import_string)
             .app_dir(&self.app_dir)
             .factory(self.factory)
@@ -367,7 +368,7 @@ impl Cli {
             .ws_max_size(self.ws_max_size)
     }
 
-    pub fn server_options(&self) -> ServerOptions {
+    pub(super) fn server_options(&self) -> ServerOptions {
         ServerOptions {
             access_log: !self.no_access_log,
             timeout_keep_alive: Duration::from_secs(self.timeout_keep_alive),
@@ -384,29 +385,36 @@ impl Cli {
 
     /// The --header headers, with `server: rust-asgi-server` unless switched off or given
     /// there (uvicorn lets `--header server:…` replace its own).
-    pub fn default_headers(&self) -> HeaderMap {
+    pub(super) fn default_headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, value) in &self.headers {
             headers.append(name.clone(), value.clone());
         }
         if !self.no_server_header && !headers.contains_key(http::header::SERVER) {
-            headers.insert(http::header::SERVER, SERVER);
+            headers.insert(
+                http::header::SERVER,
+                HeaderValue::from_static(defaults::SERVER_HEADER),
+            );
         }
         headers
     }
 
     /// Loads --env-file into the process environment. Call it before any thread starts: the
     /// interpreter takes its copy of the environment when it starts.
-    pub fn load_env_file(&self) -> Result<(), Error> {
+    pub(super) fn load_env_file(&self) -> Result<(), Error> {
         let Some(path) = &self.env_file else {
             return Ok(());
         };
-        dotenvy::from_path(path)
-            .map_err(|err| Error::new(format!("cannot load --env-file {}: {err}", path.display())))
+        dotenvy::from_path(path).map_err(|err| {
+            Error::new(
+                ErrorKind::Config,
+                format!("cannot load --env-file {}: {err}", path.display()),
+            )
+        })
     }
 
     /// A `tracing` filter from --log-level, accepting Python's level names.
-    pub fn log_filter(&self) -> String {
+    pub(super) fn log_filter(&self) -> String {
         match self.log_level.to_ascii_lowercase().as_str() {
             "warning" => "warn".into(),
             "critical" => "error".into(),

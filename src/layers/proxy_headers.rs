@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 
 use http::{HeaderMap, Request};
 
-use crate::asgi::ConnectionInfo;
+use crate::connection_info::ConnectionInfo;
 
 /// The peers whose proxy headers are believed: `--forwarded-allow-ips`.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -303,7 +303,7 @@ impl ForwardedHop {
 /// routers served some other way than by [`crate::Server`], which applies
 /// [`crate::ServerOptions::proxy_headers`] itself (so that its access log sees them too).
 ///
-/// It rewrites the request's [`ConnectionInfo`] (inserted by [`crate::Server`] for each
+/// It rewrites the request's `ConnectionInfo` (inserted by [`crate::Server`] for each
 /// connection, or derived from axum's `ConnectInfo`), which the ASGI scope's `client` and
 /// `scheme` come from.
 #[derive(Clone, Debug)]
@@ -312,6 +312,7 @@ pub struct ProxyHeadersLayer {
 }
 
 impl ProxyHeadersLayer {
+    /// Believes the proxy headers of these peers.
     pub fn new(trusted: TrustedProxies) -> Self {
         ProxyHeadersLayer {
             trusted: Arc::new(trusted),

@@ -2,11 +2,11 @@
 //! requests in flight (503, `--limit-concurrency`) and request bodies that are too large
 //! (413, `--limit-request-body`).
 
-pub mod body_size;
-pub mod in_flight;
+mod body_size;
+mod in_flight;
 
-pub use body_size::BodySizeLimitLayer;
-pub use in_flight::InFlightLimitLayer;
+pub use body_size::{BodySizeLimit, BodySizeLimitLayer};
+pub use in_flight::{InFlightLimit, InFlightLimitLayer};
 
 use axum::body::Body;
 use http::{HeaderValue, Response, StatusCode, Version, header};

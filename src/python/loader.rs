@@ -5,27 +5,37 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyModule;
 
+use crate::error::{Error, ErrorKind};
+
 /// Which ASGI calling convention the app uses; `Auto` detects it as uvicorn does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Interface {
+    /// An ASGI 2 double callable (a class taking the scope) is detected and adapted.
     #[default]
     Auto,
+    /// `app(scope, receive, send)`.
     Asgi3,
+    /// `app(scope)` returning `instance(receive, send)`.
     Asgi2,
 }
 
 /// Which asyncio loop runs the app; `Auto` prefers uvloop when it is installed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum LoopKind {
+    /// uvloop when it is installed, else asyncio's own loop.
     #[default]
     Auto,
+    /// asyncio's own loop.
     Asyncio,
+    /// uvloop; start-up fails when it is not installed.
     Uvloop,
 }
 
 /// What to import and how to call it.
 #[derive(Clone, Debug)]
-pub struct AppSpec {
+pub(crate) struct AppSpec {
     /// `module:attribute`, attributes may be dotted.
     pub import_string: String,
     /// Call the attribute with no arguments to get the app.
@@ -36,7 +46,7 @@ pub struct AppSpec {
 }
 
 impl AppSpec {
-    pub fn new(import_string: impl Into<String>) -> Self {
+    pub(crate) fn new(import_string: impl Into<String>) -> Self {
         AppSpec {
             import_string: import_string.into(),
             factory: false,
@@ -66,7 +76,7 @@ fn c_str(source: &str) -> std::ffi::CString {
     std::ffi::CString::new(source).expect("support.py has no NUL byte")
 }
 
-pub(crate) fn new_event_loop(py: Python<'_>, kind: LoopKind) -> Result<Bound<'_, PyAny>, String> {
+pub(crate) fn new_event_loop(py: Python<'_>, kind: LoopKind) -> Result<Bound<'_, PyAny>, Error> {
     let name = match kind {
         LoopKind::Auto => "auto",
         LoopKind::Asyncio => "asyncio",
@@ -78,10 +88,10 @@ pub(crate) fn new_event_loop(py: Python<'_>, kind: LoopKind) -> Result<Bound<'_,
             .call_method1("set_event_loop", (&event_loop,))?;
         Ok(event_loop)
     };
-    make().map_err(|err| load_error_message(py, &err))
+    make().map_err(|err| Error::new(ErrorKind::Interpreter, load_error_message(py, &err)))
 }
 
-pub(crate) fn load_app(py: Python<'_>, spec: &AppSpec) -> Result<Py<PyAny>, String> {
+pub(crate) fn load_app(py: Python<'_>, spec: &AppSpec) -> Result<Py<PyAny>, Error> {
     let interface = match spec.interface {
         Interface::Auto => "auto",
         Interface::Asgi3 => "asgi3",
@@ -103,7 +113,7 @@ pub(crate) fn load_app(py: Python<'_>, spec: &AppSpec) -> Result<Py<PyAny>, Stri
             )
         })
         .map(Bound::unbind)
-        .map_err(|err| load_error_message(py, &err))
+        .map_err(|err| Error::new(ErrorKind::Import, load_error_message(py, &err)))
 }
 
 /// Our own `AppLoadError`s carry a complete sentence; anything else raised while importing

@@ -31,7 +31,7 @@ pub(crate) struct KeepAlive {
 }
 
 impl KeepAlive {
-    pub fn new(timeout: Duration) -> Arc<Self> {
+    pub(super) fn new(timeout: Duration) -> Arc<Self> {
         Arc::new(KeepAlive {
             timeout,
             opened: Instant::now(),
@@ -41,13 +41,13 @@ impl KeepAlive {
     }
 
     /// Counts a request as in flight until the returned guard is dropped.
-    pub fn request(self: &Arc<Self>) -> InFlight {
+    pub(super) fn request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
     }
 
     /// Resolves once the connection has been idle for the timeout after a response.
-    pub async fn expired(&self) {
+    pub(super) async fn expired(&self) {
         loop {
             let check_at = match self.idle_since() {
                 Some(since) => since + self.timeout,

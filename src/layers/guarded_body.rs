@@ -18,7 +18,7 @@ pin_project! {
 }
 
 impl<B, G> GuardedBody<B, G> {
-    pub fn new(inner: B, guard: G) -> Self {
+    pub(crate) fn new(inner: B, guard: G) -> Self {
         GuardedBody { inner, guard }
     }
 }

@@ -9,11 +9,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, Request, Response};
 use pin_project_lite::pin_project;
-
-/// The `server` header's default value.
-pub const SERVER: HeaderValue = HeaderValue::from_static("rust-asgi-server");
 
 /// Adds `headers` to every response that has none of the same name; a [`tower::Layer`] for
 /// the whole router. A name given several values adds them all.
@@ -23,6 +20,7 @@ pub struct DefaultHeadersLayer {
 }
 
 impl DefaultHeadersLayer {
+    /// Adds these headers to responses that lack them.
     pub fn new(headers: HeaderMap) -> Self {
         DefaultHeadersLayer {
             headers: Arc::new(headers),
@@ -105,6 +103,7 @@ fn add_missing(headers: &mut HeaderMap, defaults: &HeaderMap) {
 mod tests {
     use std::convert::Infallible;
 
+    use http::HeaderValue;
     use http::header::SERVER as SERVER_NAME;
     use tower::{Layer, ServiceExt};
 
@@ -113,7 +112,7 @@ mod tests {
     #[tokio::test]
     async fn defaults_fill_in_only_what_the_response_lacks() {
         let mut defaults = HeaderMap::new();
-        defaults.insert(SERVER_NAME, SERVER);
+        defaults.insert(SERVER_NAME, HeaderValue::from_static("rust-asgi-server"));
         defaults.append("x-team", HeaderValue::from_static("a"));
         defaults.append("x-team", HeaderValue::from_static("b"));
         defaults.insert("x-frame-options", HeaderValue::from_static("DENY"));

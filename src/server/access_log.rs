@@ -9,7 +9,7 @@ use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 
 /// What the access log needs to know about the request, taken before it is handed on.
-pub struct RequestLine {
+pub(super) struct RequestLine {
     method: Method,
     path_and_query: String,
     version: Version,
@@ -18,7 +18,7 @@ pub struct RequestLine {
 }
 
 impl RequestLine {
-    pub fn new<B>(request: &http::Request<B>, client: Option<std::net::SocketAddr>) -> Self {
+    pub(super) fn new<B>(request: &http::Request<B>, client: Option<std::net::SocketAddr>) -> Self {
         RequestLine {
             method: request.method().clone(),
             path_and_query: request
@@ -33,7 +33,7 @@ impl RequestLine {
 }
 
 /// A response body that counts what it yields and logs the request line when done.
-pub struct LoggedBody<B: Body> {
+pub(super) struct LoggedBody<B: Body> {
     inner: B,
     /// HEAD responses are complete without any body being polled.
     head: bool,
@@ -42,7 +42,7 @@ pub struct LoggedBody<B: Body> {
 }
 
 impl<B: Body> LoggedBody<B> {
-    pub fn new(inner: B, line: RequestLine, status: StatusCode) -> Self {
+    pub(super) fn new(inner: B, line: RequestLine, status: StatusCode) -> Self {
         LoggedBody {
             head: line.method == Method::HEAD,
             inner,

@@ -1,0 +1,32 @@
+//! Every default, in one place: the library's builders start from these and the command
+//! line shows them, so the two never disagree. Where uvicorn has the setting, its default.
+
+use std::time::Duration;
+
+/// Host listened on when none is given.
+pub(crate) const HOST: &str = "127.0.0.1";
+
+/// Port listened on when none is given.
+pub(crate) const PORT: u16 = 8000;
+
+/// Connections the kernel queues before they are accepted (`--backlog`).
+pub(crate) const BACKLOG: u32 = 2048;
+
+/// Idle time after a response before a connection is closed (`--timeout-keep-alive`).
+pub(crate) const TIMEOUT_KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// Time a client has for the TLS handshake, and then for a complete request head.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest request head accepted (HTTP/2: header list); larger ones get 431.
+pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Largest websocket message accepted from a client (`--ws-max-size`): 16 MiB.
+pub(crate) const WS_MAX_SIZE: usize = 16 * 1024 * 1024;
+
+/// Peers whose proxy headers are believed (`--forwarded-allow-ips`).
+pub(crate) const FORWARDED_ALLOW_IPS: &str = "127.0.0.1";
+
+/// The `server` header sent on responses without one (`--server-header`).
+#[cfg(feature = "cli")]
+pub(crate) const SERVER_HEADER: &str = "rust-asgi-server";

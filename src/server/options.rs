@@ -1,0 +1,123 @@
+//! [`ServerOptions`]: connection-level settings, with uvicorn's defaults (from
+//! [`crate::defaults`]).
+
+use std::time::Duration;
+
+use super::http_versions::HttpVersions;
+use super::tls::TlsOptions;
+use crate::defaults;
+use crate::layers::TrustedProxies;
+
+/// Connection-level settings of a [`Server`](super::Server), built from uvicorn's defaults:
+/// `ServerOptions::new().access_log(false).timeout_keep_alive(Duration::from_secs(10))`.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub(crate) access_log: bool,
+    pub(crate) timeout_keep_alive: Duration,
+    pub(crate) timeout_graceful_shutdown: Option<Duration>,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) http: HttpVersions,
+    pub(crate) tls: Option<TlsOptions>,
+    pub(crate) backlog: u32,
+    pub(crate) limit_max_requests: Option<u64>,
+    pub(crate) date_header: bool,
+    pub(crate) proxy_headers: Option<TrustedProxies>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            access_log: true,
+            timeout_keep_alive: defaults::TIMEOUT_KEEP_ALIVE,
+            timeout_graceful_shutdown: None,
+            header_read_timeout: defaults::HEADER_READ_TIMEOUT,
+            max_header_bytes: defaults::MAX_HEADER_BYTES,
+            http: HttpVersions::Auto,
+            tls: None,
+            backlog: defaults::BACKLOG,
+            limit_max_requests: None,
+            date_header: true,
+            proxy_headers: defaults::FORWARDED_ALLOW_IPS.parse().ok(),
+        }
+    }
+}
+
+impl ServerOptions {
+    /// The defaults: uvicorn's, where uvicorn has the setting.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Log one line per request (default: on).
+    pub fn access_log(mut self, enabled: bool) -> Self {
+        self.access_log = enabled;
+        self
+    }
+
+    /// Idle time after a response before a connection is closed (default: 5 s).
+    pub fn timeout_keep_alive(mut self, timeout: Duration) -> Self {
+        self.timeout_keep_alive = timeout;
+        self
+    }
+
+    /// How long in-flight requests may run after a shutdown signal; `None` (the default)
+    /// waits for them.
+    pub fn timeout_graceful_shutdown(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout_graceful_shutdown = timeout;
+        self
+    }
+
+    /// Time a client has to complete the TLS handshake, and then to send a complete request
+    /// head: the slow-loris guard (default: 30 s).
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// Largest request head accepted (HTTP/2: header list); larger ones get 431
+    /// (default: 64 KiB).
+    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
+        self.max_header_bytes = bytes;
+        self
+    }
+
+    /// The HTTP versions spoken (default: [`HttpVersions::Auto`]).
+    pub fn http(mut self, versions: HttpVersions) -> Self {
+        self.http = versions;
+        self
+    }
+
+    /// Serve HTTPS with this certificate and key; `None` (the default) serves cleartext.
+    pub fn tls(mut self, tls: Option<TlsOptions>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Connections the kernel queues for sockets this server binds (default: 2048).
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// Shut down gracefully after this many requests, for a supervisor to replace the
+    /// process (default: no limit).
+    pub fn limit_max_requests(mut self, limit: Option<u64>) -> Self {
+        self.limit_max_requests = limit;
+        self
+    }
+
+    /// Send a `date` header on responses that have none (default: on).
+    pub fn date_header(mut self, enabled: bool) -> Self {
+        self.date_header = enabled;
+        self
+    }
+
+    /// Whose proxy headers to believe; `None` believes no one. Applied as each request
+    /// arrives, so the router, the app and the access log all see the client the proxy
+    /// reports (default: `127.0.0.1`, as uvicorn).
+    pub fn proxy_headers(mut self, trusted: Option<TrustedProxies>) -> Self {
+        self.proxy_headers = trusted;
+        self
+    }
+}
