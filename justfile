@@ -15,6 +15,10 @@ serve app=app bind=bind:
 test *args:
     scripts/test.sh {{args}}
 
+# Compile the Rust blocks of the docs (crate docs, docs/migration.md) as doctests.
+doctest:
+    cargo test --doc --release
+
 # Only the black-box pytest suite (expects a built release binary).
 pytest *args:
     .venv/bin/python -m pytest tests/python -q {{args}}

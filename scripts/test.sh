@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, as the README and CI run it: lint, Rust tests, then the black-box
-# pytest suite against the release binary. Needs only cargo and python3 on PATH.
+# The whole test suite, as the README and CI run it: lint, Rust tests and doctests, then the
+# black-box pytest suite against the release binary. Needs only cargo and python3 on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,5 +14,9 @@ cargo fmt --check
 cargo clippy --release --all-targets --quiet -- -D warnings
 cargo build --release --bins --examples
 cargo nextest run --release --no-fail-fast
+# nextest runs no doctests: this compiles the docs' Rust blocks (the crate docs and
+# docs/migration.md) against the release build above, about 15 s and no second dependency
+# tree (a dev-profile `cargo test --doc` would first build every dependency again, ~2 min).
+cargo test --doc --release
 
 "$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider "$@"

@@ -44,5 +44,11 @@ pub use server::{
     TlsOptions,
 };
 
+/// `docs/migration.md`, compiled as doctests so the guide's Rust code keeps up with the API;
+/// only in doctest builds, so it adds nothing to the crate.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/migration.md")]
+pub struct MigrationGuide;
+
 /// The error type of bodies and services crossing this crate, as in tower and hyper.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
