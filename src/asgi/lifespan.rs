@@ -2,14 +2,16 @@
 
 use std::collections::VecDeque;
 
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::PyDict;
 use tokio::sync::oneshot;
 
 use super::awaitable::ready;
-use crate::python::{EventLoop, format_traceback};
+use super::cycle::{self, Asked, Cycle, Handler, submit_and_await};
+use super::parking::{IntoMessage, deliver, park};
+use super::scope;
+use crate::python::{AppTask, EventLoop, format_traceback};
 
 /// uvicorn's `--lifespan`: `auto` tolerates apps that fail on the lifespan scope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -48,9 +50,10 @@ pub(crate) async fn startup(
     }
     let (startup_tx, startup_rx) = oneshot::channel();
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
-    let (cycle_tx, cycle_rx) = oneshot::channel();
-    let job_loop = event_loop.clone();
-    event_loop.submit(Box::new(move |py| {
+    let cycle = submit_and_await(event_loop, move |py, asked| {
+        let Asked {
+            event_loop, answer, ..
+        } = asked;
         let cycle = LifespanCycle {
             mode,
             startup_received: false,
@@ -58,24 +61,22 @@ pub(crate) async fn startup(
             waiter: None,
             startup_tx: Some(startup_tx),
             shutdown_tx: Some(shutdown_tx),
-            event_loop: job_loop.clone(),
+            event_loop: event_loop.clone(),
         };
-        match run_app(py, &job_loop, cycle) {
-            Ok(cycle) => {
-                let _ = cycle_tx.send(cycle);
-            }
-            Err(err) => tracing::error!(
-                "cannot run the lifespan protocol:\n{}",
-                format_traceback(py, &err)
-            ),
+        let started = cycle::start(py, &event_loop, cycle, AppTask::Lifespan, |state| {
+            scope::lifespan_scope(py, state)
+        });
+        if let Some(cycle) = started {
+            let _ = answer.send(cycle.unbind());
         }
-    }));
+    })
+    .await;
     let outcome = startup_rx
         .await
         .unwrap_or_else(|_| Err("the lifespan task ended without reporting startup".into()));
     match outcome {
         Ok(Support::Supported) => {
-            running.cycle = cycle_rx.await.ok();
+            running.cycle = cycle;
             running.shutdown_rx = Some(shutdown_rx);
             Ok(running)
         }
@@ -91,46 +92,12 @@ impl RunningLifespan {
             return Ok(());
         };
         self.event_loop.submit(Box::new(move |py| {
-            let cycle = cycle.bind(py);
-            cycle.borrow_mut().deliver(py, Event::Shutdown);
+            cycle.bind(py).borrow_mut().deliver(py, Event::Shutdown);
         }));
         shutdown_rx
             .await
             .unwrap_or_else(|_| Err("the lifespan task ended during shutdown".into()))
     }
-}
-
-fn run_app(
-    py: Python<'_>,
-    event_loop: &EventLoop,
-    cycle: LifespanCycle,
-) -> PyResult<Py<LifespanCycle>> {
-    let objects = event_loop.objects();
-    let cycle = Bound::new(py, cycle)?;
-    let scope = PyDict::new(py);
-    scope.set_item(intern!(py, "type"), intern!(py, "lifespan"))?;
-    let asgi = PyDict::new(py);
-    asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
-    asgi.set_item(intern!(py, "spec_version"), intern!(py, "2.0"))?;
-    scope.set_item(intern!(py, "asgi"), asgi)?;
-    scope.set_item(intern!(py, "state"), objects.state.bind(py))?;
-    let started = (|| -> PyResult<()> {
-        let coroutine = objects.app.bind(py).call1((
-            scope,
-            cycle.getattr(intern!(py, "receive"))?,
-            cycle.getattr(intern!(py, "send"))?,
-        ))?;
-        let task = objects.create_task.bind(py).call1((coroutine,))?;
-        task.call_method1(
-            intern!(py, "add_done_callback"),
-            (cycle.getattr(intern!(py, "_app_done"))?,),
-        )?;
-        Ok(())
-    })();
-    if let Err(err) = started {
-        cycle.borrow_mut().app_failed(py, err);
-    }
-    Ok(cycle.unbind())
 }
 
 enum Support {
@@ -144,12 +111,26 @@ enum Event {
     Shutdown,
 }
 
+impl IntoMessage for Event {
+    fn into_message(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let message = PyDict::new(py);
+        let kind = match self {
+            Event::Startup => intern!(py, "lifespan.startup"),
+            Event::Shutdown => intern!(py, "lifespan.shutdown"),
+        };
+        message.set_item(intern!(py, "type"), kind)?;
+        Ok(message.into_any().unbind())
+    }
+}
+
+/// The lifespan's ASGI `receive`/`send` pair. Lives on the loop thread.
 #[pyclass(unsendable)]
-pub struct LifespanCycle {
+pub(crate) struct LifespanCycle {
     mode: LifespanMode,
     /// The app took `lifespan.startup`: it speaks the protocol, so a later exception is a
     /// failed startup even under `--lifespan auto`.
     startup_received: bool,
+    /// Events no `receive()` has taken yet.
     pending: VecDeque<Event>,
     waiter: Option<Py<PyAny>>,
     startup_tx: Option<oneshot::Sender<Result<Support, String>>>,
@@ -157,78 +138,67 @@ pub struct LifespanCycle {
     event_loop: EventLoop,
 }
 
+impl Cycle for LifespanCycle {
+    const PROTOCOL: &'static str = "a lifespan";
+    const MESSAGES: &'static [(&'static str, Handler<Self>)] = &[
+        ("lifespan.startup.complete", |cycle, _| {
+            cycle.report_startup(Ok(Support::Supported));
+            Ok(())
+        }),
+        ("lifespan.startup.failed", |cycle, message| {
+            cycle.report_startup(Err(failure_message(message)?));
+            Ok(())
+        }),
+        ("lifespan.shutdown.complete", |cycle, _| {
+            cycle.report_shutdown(Ok(()));
+            Ok(())
+        }),
+        ("lifespan.shutdown.failed", |cycle, message| {
+            cycle.report_shutdown(Err(failure_message(message)?));
+            Ok(())
+        }),
+    ];
+    type Sent = ();
+
+    fn event_loop(&self) -> &EventLoop {
+        &self.event_loop
+    }
+
+    /// [`LifespanCycle::app_failed`] logs it: how bad it is depends on how far startup got.
+    fn log_error(&self, _py: Python<'_>, _error: &PyErr) {}
+
+    fn app_finished(&mut self, py: Python<'_>, error: Option<PyErr>) {
+        match error {
+            // Returning without a word counts as success, as under uvicorn.
+            None => {
+                self.report_startup(Ok(Support::Supported));
+                self.report_shutdown(Ok(()));
+            }
+            Some(error) => self.app_failed(py, error),
+        }
+    }
+}
+
 #[pymethods]
 impl LifespanCycle {
     fn receive(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         if let Some(event) = self.pending.pop_front() {
             self.startup_received |= matches!(event, Event::Startup);
-            return ready(py, Some(event_message(py, event)?));
+            return ready(py, Some(event.into_message(py)?));
         }
-        let waiter = self.event_loop.objects().create_future.call0(py)?;
-        self.waiter = Some(waiter.clone_ref(py));
-        Ok(waiter)
+        park(py, &self.event_loop, &mut self.waiter)
     }
 
     fn send(&mut self, message: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
-        let py = message.py();
-        let message_type = message
-            .get_item(intern!(py, "type"))?
-            .ok_or_else(|| PyRuntimeError::new_err("ASGI message has no 'type' key"))?;
-        let failure_message = || -> PyResult<String> {
-            Ok(match message.get_item(intern!(py, "message"))? {
-                Some(text) => text.str()?.to_string(),
-                None => String::new(),
-            })
-        };
-        match message_type.cast::<PyString>()?.to_str()? {
-            "lifespan.startup.complete" => self.report_startup(Ok(Support::Supported)),
-            "lifespan.startup.failed" => self.report_startup(Err(failure_message()?)),
-            "lifespan.shutdown.complete" => self.report_shutdown(Ok(())),
-            "lifespan.shutdown.failed" => self.report_shutdown(Err(failure_message()?)),
-            other => {
-                return Err(PyRuntimeError::new_err(format!(
-                    "Unexpected ASGI message '{other}' sent by the lifespan protocol."
-                )));
-            }
-        }
-        ready(py, None)
-    }
-
-    fn _app_done(&mut self, task: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = task.py();
-        if task.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
-            self.app_failed(
-                py,
-                PyRuntimeError::new_err("the lifespan task was cancelled"),
-            );
-            return Ok(());
-        }
-        let exception = task.call_method0(intern!(py, "exception"))?;
-        if exception.is_none() {
-            // Returning without a word counts as success, as under uvicorn.
-            self.report_startup(Ok(Support::Supported));
-            self.report_shutdown(Ok(()));
-        } else {
-            self.app_failed(py, PyErr::from_value(exception));
-        }
-        Ok(())
+        cycle::dispatch(self, message)?;
+        ready(message.py(), None)
     }
 }
 
 impl LifespanCycle {
     fn deliver(&mut self, py: Python<'_>, event: Event) {
-        match self.waiter.take() {
-            Some(waiter) => {
-                let delivered = event_message(py, event).and_then(|message| {
-                    waiter
-                        .bind(py)
-                        .call_method1(intern!(py, "set_result"), (message,))
-                });
-                if let Err(err) = delivered {
-                    tracing::error!("cannot deliver a lifespan event: {err}");
-                }
-            }
-            None => self.pending.push_back(event),
+        if let Some(event) = deliver(py, &mut self.waiter, event) {
+            self.pending.push_back(event);
         }
     }
 
@@ -262,12 +232,10 @@ impl LifespanCycle {
     }
 }
 
-fn event_message(py: Python<'_>, event: Event) -> PyResult<Py<PyAny>> {
-    let message = PyDict::new(py);
-    let kind = match event {
-        Event::Startup => intern!(py, "lifespan.startup"),
-        Event::Shutdown => intern!(py, "lifespan.shutdown"),
-    };
-    message.set_item(intern!(py, "type"), kind)?;
-    Ok(message.into_any().unbind())
+/// The `message` of a `lifespan.*.failed` message, shown to the user.
+fn failure_message(message: &Bound<'_, PyDict>) -> PyResult<String> {
+    Ok(match message.get_item(intern!(message.py(), "message"))? {
+        Some(text) => text.str()?.to_string(),
+        None => String::new(),
+    })
 }

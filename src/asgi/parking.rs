@@ -1,5 +1,5 @@
 //! Waiting without blocking: how `receive` and `send` park on asyncio futures that Tokio
-//! resolves, for both the HTTP and the websocket bridge.
+//! (or, for lifespan, the server) resolves, for every bridge.
 //!
 //! [`Inbox`] reads one message at a time from a Tokio-side source. [`Outbox`] pushes items
 //! into a bounded Tokio channel. Both answer at once when they can and otherwise return a
@@ -10,13 +10,12 @@
 use std::collections::VecDeque;
 use std::future::Future;
 
-use pyo3::PyClass;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::pyclass::boolean_struct::False;
 use tokio::sync::mpsc;
 
 use super::awaitable::ready;
+use super::cycle::Cycle;
 use crate::python::EventLoop;
 
 /// A message the app can receive, turned into its ASGI dict on the loop thread.
@@ -27,11 +26,19 @@ pub(super) trait IntoMessage: Send + 'static {
 /// The receive side of a cycle: a source read on Tokio, one message per read.
 pub(super) struct Inbox<S, M> {
     /// `None` while a read owns it, or once it has ended.
-    pub source: Option<S>,
+    source: Option<S>,
     in_flight: bool,
     waiter: Option<Py<PyAny>>,
     /// What arrived for a `receive()` the app had cancelled.
     early: Option<M>,
+}
+
+/// What `receive()` does when nothing is left from earlier calls.
+pub(super) enum Next<S, M, F> {
+    /// Answer at once; the source, while it goes on, returns to the inbox.
+    Ready(Option<S>, M),
+    /// Park and run this read on Tokio; it gives the source back with the message.
+    Read(F),
 }
 
 impl<S: Send + 'static, M: IntoMessage> Inbox<S, M> {
@@ -44,52 +51,55 @@ impl<S: Send + 'static, M: IntoMessage> Inbox<S, M> {
         }
     }
 
-    /// Answers from what is already here: a message kept from a cancelled wait, or a park
-    /// behind the read in flight. `None` means the caller must decide what to read next.
-    pub(super) fn pending(
-        &mut self,
-        py: Python<'_>,
-        event_loop: &EventLoop,
-    ) -> Option<PyResult<Py<PyAny>>> {
-        if let Some(message) = self.early.take() {
-            return Some(
-                message
-                    .into_message(py)
-                    .and_then(|message| ready(py, Some(message))),
-            );
-        }
-        if self.in_flight {
-            return Some(self.park(py, event_loop));
-        }
-        None
-    }
-
-    fn park(&mut self, py: Python<'_>, event_loop: &EventLoop) -> PyResult<Py<PyAny>> {
-        let waiter = event_loop.objects().create_future.call0(py)?;
-        self.waiter = Some(waiter.clone_ref(py));
-        Ok(waiter)
-    }
-
-    /// Parks `receive()` and runs `read` on Tokio. `read` gets the source back to the
-    /// inbox (or `None` when it has ended) together with the message.
-    pub(super) fn start_read<C, F>(
+    /// The app's `receive()`: answers with a message kept from a cancelled wait, or parks
+    /// behind the read in flight; otherwise `next` decides from the source (`None` once it
+    /// has ended) what to answer or read.
+    pub(super) fn receive<C, F>(
         slf: &Bound<'_, C>,
-        event_loop: &EventLoop,
         inbox: fn(&mut C) -> &mut Self,
-        read: F,
+        next: impl FnOnce(&C, Option<S>) -> Next<S, M, F>,
     ) -> PyResult<Py<PyAny>>
     where
-        C: PyClass<Frozen = False>,
+        C: Cycle,
         F: Future<Output = (Option<S>, M)> + Send + 'static,
     {
         let py = slf.py();
-        let waiter = {
-            let mut cycle = slf.borrow_mut();
-            let this = inbox(&mut cycle);
-            this.in_flight = true;
-            this.park(py, event_loop)?
-        };
-        let cycle: Py<C> = slf.clone().unbind();
+        let mut cycle = slf.borrow_mut();
+        let event_loop = cycle.event_loop().clone();
+        let this = inbox(&mut cycle);
+        if let Some(message) = this.early.take() {
+            return ready(py, Some(message.into_message(py)?));
+        }
+        if this.in_flight {
+            return park(py, &event_loop, &mut this.waiter);
+        }
+        let source = this.source.take();
+        match next(&cycle, source) {
+            Next::Ready(source, message) => {
+                inbox(&mut cycle).source = source;
+                ready(py, Some(message.into_message(py)?))
+            }
+            Next::Read(read) => {
+                let this = inbox(&mut cycle);
+                this.in_flight = true;
+                let waiter = park(py, &event_loop, &mut this.waiter)?;
+                drop(cycle);
+                Self::spawn_read(slf.clone().unbind(), event_loop, inbox, read);
+                Ok(waiter)
+            }
+        }
+    }
+
+    /// Runs `read` on Tokio, then gives its message to the parked `receive()`.
+    fn spawn_read<C, F>(
+        cycle: Py<C>,
+        event_loop: EventLoop,
+        inbox: fn(&mut C) -> &mut Self,
+        read: F,
+    ) where
+        C: Cycle,
+        F: Future<Output = (Option<S>, M)> + Send + 'static,
+    {
         let completion_loop = event_loop.clone();
         event_loop.runtime().spawn(async move {
             let (source, message) = read.await;
@@ -98,24 +108,9 @@ impl<S: Send + 'static, M: IntoMessage> Inbox<S, M> {
                 let this = inbox(&mut cycle);
                 this.in_flight = false;
                 this.source = source;
-                match this
-                    .waiter
-                    .take()
-                    .filter(|waiter| !is_done(waiter.bind(py)))
-                {
-                    Some(waiter) => match message.into_message(py) {
-                        Ok(message) => resolve(py, waiter.bind(py), Some(message)),
-                        Err(err) => {
-                            let _ = waiter
-                                .bind(py)
-                                .call_method1(intern!(py, "set_exception"), (err.value(py),));
-                        }
-                    },
-                    None => this.early = Some(message),
-                }
+                this.early = deliver(py, &mut this.waiter, message);
             }));
         });
-        Ok(waiter)
     }
 }
 
@@ -139,18 +134,15 @@ impl<T: Send + 'static> Outbox<T> {
 
     /// Queues `item`; returns `Ready(None)` when the channel took it, or a future that
     /// completes once Tokio has room for it.
-    pub(super) fn push<C>(
+    pub(super) fn push<C: Cycle>(
         slf: &Bound<'_, C>,
-        event_loop: &EventLoop,
         outbox: fn(&mut C) -> &mut Self,
         sender: &mpsc::Sender<T>,
         item: T,
-    ) -> PyResult<Result<Py<PyAny>, Closed>>
-    where
-        C: PyClass<Frozen = False>,
-    {
+    ) -> PyResult<Result<Py<PyAny>, Closed>> {
         let py = slf.py();
         let mut cycle = slf.borrow_mut();
+        let event_loop = cycle.event_loop().clone();
         let this = outbox(&mut cycle);
         if this.in_flight {
             let waiter = event_loop.objects().create_future.call0(py)?;
@@ -167,7 +159,7 @@ impl<T: Send + 'static> Outbox<T> {
                 drop(cycle);
                 spawn_send(
                     slf.clone().unbind(),
-                    event_loop,
+                    &event_loop,
                     outbox,
                     sender.clone(),
                     item,
@@ -194,7 +186,7 @@ fn spawn_send<C, T>(
     item: T,
     waiter: Py<PyAny>,
 ) where
-    C: PyClass<Frozen = False>,
+    C: Cycle,
     T: Send + 'static,
 {
     let completion_loop = event_loop.clone();
@@ -224,7 +216,39 @@ fn spawn_send<C, T>(
     });
 }
 
-pub(super) fn is_done(future: &Bound<'_, PyAny>) -> bool {
+/// Parks a call on a new loop future, which `waiter` keeps for [`deliver`].
+pub(super) fn park(
+    py: Python<'_>,
+    event_loop: &EventLoop,
+    waiter: &mut Option<Py<PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    let future = event_loop.objects().create_future.call0(py)?;
+    *waiter = Some(future.clone_ref(py));
+    Ok(future)
+}
+
+/// Hands `message` to the call parked in `waiter`. Gives it back when no call waits, or the
+/// app cancelled the one that did: the caller keeps it for the next call.
+pub(super) fn deliver<M: IntoMessage>(
+    py: Python<'_>,
+    waiter: &mut Option<Py<PyAny>>,
+    message: M,
+) -> Option<M> {
+    let Some(waiter) = waiter.take().filter(|waiter| !is_done(waiter.bind(py))) else {
+        return Some(message);
+    };
+    match message.into_message(py) {
+        Ok(message) => resolve(py, waiter.bind(py), Some(message)),
+        Err(err) => {
+            let _ = waiter
+                .bind(py)
+                .call_method1(intern!(py, "set_exception"), (err.value(py),));
+        }
+    }
+    None
+}
+
+fn is_done(future: &Bound<'_, PyAny>) -> bool {
     future
         .call_method0(intern!(future.py(), "done"))
         .and_then(|done| done.is_truthy())
@@ -233,12 +257,47 @@ pub(super) fn is_done(future: &Bound<'_, PyAny>) -> bool {
 
 /// Completes a parked awaitable unless the app cancelled it meanwhile: a cancelled future
 /// must never get `set_result` (asyncio would raise `InvalidStateError`).
-pub(super) fn resolve(py: Python<'_>, future: &Bound<'_, PyAny>, value: Option<Py<PyAny>>) {
+fn resolve(py: Python<'_>, future: &Bound<'_, PyAny>, value: Option<Py<PyAny>>) {
     if is_done(future) {
         return;
     }
     let value = value.unwrap_or_else(|| py.None());
     if let Err(err) = future.call_method1(intern!(py, "set_result"), (value,)) {
         tracing::error!("cannot resume the ASGI app: {err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Probe;
+
+    impl IntoMessage for Probe {
+        fn into_message(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+            Ok(py.None())
+        }
+    }
+
+    #[test]
+    fn a_cancelled_wait_is_never_resolved_and_its_message_is_kept() {
+        Python::attach(|py| {
+            let event_loop = py
+                .import("asyncio")
+                .unwrap()
+                .call_method0("new_event_loop")
+                .unwrap();
+            let cancelled = event_loop.call_method0("create_future").unwrap();
+            cancelled.call_method0("cancel").unwrap();
+            let mut waiter = Some(cancelled.unbind());
+            assert!(deliver(py, &mut waiter, Probe).is_some());
+            assert!(waiter.is_none());
+
+            let waiting = event_loop.call_method0("create_future").unwrap();
+            let mut waiter = Some(waiting.clone().unbind());
+            assert!(deliver(py, &mut waiter, Probe).is_none());
+            assert!(is_done(&waiting));
+            event_loop.call_method0("close").unwrap();
+        });
     }
 }

@@ -13,8 +13,11 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::connection_info::{ConnectionInfo, ServerAddress};
 
-/// ASGI spec version we implement; Starlette uses ≥ 2.4 to skip its own disconnect watcher.
-pub(super) const SPEC_VERSION: &str = "2.4";
+/// The HTTP and websocket spec version we implement; Starlette uses ≥ 2.4 to skip its own
+/// disconnect watcher.
+const SPEC_VERSION: &str = "2.4";
+/// The lifespan spec version we implement (it is versioned on its own).
+const LIFESPAN_SPEC_VERSION: &str = "2.0";
 
 /// The parts of a request that the scope describes, owned by Rust until the loop thread
 /// turns them into Python objects.
@@ -27,6 +30,7 @@ pub(super) struct RequestHead {
     pub connection: ConnectionInfo,
 }
 
+/// The scope of an HTTP request; `extensions` are copied, so an app may change its own.
 pub(super) fn http_scope<'py>(
     py: Python<'py>,
     head: &RequestHead,
@@ -34,30 +38,84 @@ pub(super) fn http_scope<'py>(
     state: &Bound<'py, PyDict>,
     extensions: &Bound<'py, PyDict>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let scope = PyDict::new(py);
-    scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
-    scope.set_item(intern!(py, "asgi"), asgi_versions(py)?)?;
-    scope.set_item(intern!(py, "http_version"), http_version(py, head.version))?;
-    scope.set_item(intern!(py, "method"), method(py, &head.method))?;
     let scheme = if head.connection.secure {
         intern!(py, "https")
     } else {
         intern!(py, "http")
     };
-    scope.set_item(intern!(py, "scheme"), scheme)?;
-    fill_common(py, &scope, head, root_path, state)?;
+    let http_version = http_version(py, head.version);
+    let kind = intern!(py, "http");
+    let scope = connection_scope(py, kind, scheme, http_version, head, root_path, state)?;
+    scope.set_item(intern!(py, "method"), method(py, &head.method))?;
     scope.set_item(intern!(py, "extensions"), extensions.copy()?)?;
     Ok(scope)
 }
 
-/// The keys HTTP and websocket scopes share.
-pub(super) fn fill_common<'py>(
+/// The scope of a websocket handshake, with the subprotocols the client offers.
+pub(super) fn websocket_scope<'py>(
     py: Python<'py>,
-    scope: &Bound<'py, PyDict>,
     head: &RequestHead,
     root_path: &str,
     state: &Bound<'py, PyDict>,
-) -> PyResult<()> {
+) -> PyResult<Bound<'py, PyDict>> {
+    let scheme = if head.connection.secure {
+        intern!(py, "wss")
+    } else {
+        intern!(py, "ws")
+    };
+    let kind = intern!(py, "websocket");
+    let http_version = intern!(py, "1.1");
+    let scope = connection_scope(py, kind, scheme, http_version, head, root_path, state)?;
+    let subprotocols = PyList::empty(py);
+    for value in head.headers.get_all(http::header::SEC_WEBSOCKET_PROTOCOL) {
+        for protocol in value.to_str().unwrap_or("").split(',') {
+            let protocol = protocol.trim();
+            if !protocol.is_empty() {
+                subprotocols.append(protocol)?;
+            }
+        }
+    }
+    scope.set_item(intern!(py, "subprotocols"), subprotocols)?;
+    let extensions = PyDict::new(py);
+    extensions.set_item("websocket.http.response", PyDict::new(py))?;
+    scope.set_item(intern!(py, "extensions"), extensions)?;
+    Ok(scope)
+}
+
+/// The scope of the lifespan protocol: the app's `state` itself, which request scopes copy.
+pub(super) fn lifespan_scope<'py>(
+    py: Python<'py>,
+    state: &Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let scope = PyDict::new(py);
+    scope.set_item(intern!(py, "type"), intern!(py, "lifespan"))?;
+    scope.set_item(
+        intern!(py, "asgi"),
+        asgi_versions(py, intern!(py, LIFESPAN_SPEC_VERSION))?,
+    )?;
+    scope.set_item(intern!(py, "state"), state)?;
+    Ok(scope)
+}
+
+/// The keys HTTP and websocket scopes share: what the client asked for, where, and a copy of
+/// the lifespan `state`.
+fn connection_scope<'py>(
+    py: Python<'py>,
+    kind: &Bound<'py, PyString>,
+    scheme: &Bound<'py, PyString>,
+    http_version: &Bound<'py, PyString>,
+    head: &RequestHead,
+    root_path: &str,
+    state: &Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let scope = PyDict::new(py);
+    scope.set_item(intern!(py, "type"), kind)?;
+    scope.set_item(
+        intern!(py, "asgi"),
+        asgi_versions(py, intern!(py, SPEC_VERSION))?,
+    )?;
+    scope.set_item(intern!(py, "http_version"), http_version)?;
+    scope.set_item(intern!(py, "scheme"), scheme)?;
     let raw_path = head.path_and_query.path();
     let decoded = percent_decode(raw_path.as_bytes()).decode_utf8_lossy();
     let path = if root_path.is_empty() {
@@ -86,13 +144,17 @@ pub(super) fn fill_common<'py>(
         server_address(py, head.connection.server)?,
     )?;
     scope.set_item(intern!(py, "state"), state.copy()?)?;
-    Ok(())
+    Ok(scope)
 }
 
-fn asgi_versions(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+/// The scope's `asgi` dict: ASGI 3 and the version of the protocol's spec.
+fn asgi_versions<'py>(
+    py: Python<'py>,
+    spec_version: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyDict>> {
     let asgi = PyDict::new(py);
     asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
-    asgi.set_item(intern!(py, "spec_version"), intern!(py, SPEC_VERSION))?;
+    asgi.set_item(intern!(py, "spec_version"), spec_version)?;
     Ok(asgi)
 }
 

@@ -285,13 +285,17 @@ impl EventLoop {
         &self.shared.runtime
     }
 
-    /// Runs `app(scope, cycle.receive, cycle.send)` as an asyncio task whose done-callback
-    /// is `cycle._app_done`, and counts it as running until [`EventLoop::app_done`].
+    /// Runs `app(scope, cycle.receive, cycle.send)` as an asyncio task; `on_done` learns how it ended
+    /// (`Some` error when it raised or was cancelled). A [`AppTask::Request`] counts as running
+    /// until then, so shutdown waits for it and cancels it on time-out; the lifespan task
+    /// lives as long as the loop and is not counted.
     pub(crate) fn spawn_app<'py>(
         &self,
         py: Python<'py>,
-        cycle: &Bound<'py, PyAny>,
         scope: Bound<'py, PyDict>,
+        cycle: &Bound<'py, PyAny>,
+        task: AppTask,
+        on_done: impl FnOnce(Python<'_>, Option<PyErr>) + 'static,
     ) -> PyResult<()> {
         let objects = self.objects();
         let coroutine = objects.app.bind(py).call1((
@@ -299,19 +303,22 @@ impl EventLoop {
             cycle.getattr(intern!(py, "receive"))?,
             cycle.getattr(intern!(py, "send"))?,
         ))?;
-        let task = objects.create_task.bind(py).call1((coroutine,))?;
-        task.call_method1(
-            intern!(py, "add_done_callback"),
-            (cycle.getattr(intern!(py, "_app_done"))?,),
-        )?;
-        objects.running.bind(py).add(&task)?;
-        self.shared.running_apps.fetch_add(1, Ordering::AcqRel);
+        let running = objects.create_task.bind(py).call1((coroutine,))?;
+        let on_done = AppDone {
+            event_loop: self.clone(),
+            on_done: Some(Box::new(on_done)),
+        };
+        running.call_method1(intern!(py, "add_done_callback"), (on_done,))?;
+        if task == AppTask::Request {
+            objects.running.bind(py).add(&running)?;
+            self.shared.running_apps.fetch_add(1, Ordering::AcqRel);
+        }
         Ok(())
     }
 
-    /// For a cycle's `_app_done`: stops counting the task and tells how it ended (`Some`
-    /// error when it raised or was cancelled).
-    pub(crate) fn app_done(&self, task: &Bound<'_, PyAny>) -> PyResult<Option<PyErr>> {
+    /// Stops counting a finished task and tells how it ended (`Some` error when it raised or
+    /// was cancelled).
+    fn app_done(&self, task: &Bound<'_, PyAny>) -> PyResult<Option<PyErr>> {
         let py = task.py();
         if self.objects().running.bind(py).discard(task)?
             && self.shared.running_apps.fetch_sub(1, Ordering::AcqRel) == 1
@@ -370,6 +377,36 @@ impl EventLoop {
         // The caller is about to block joining the loop thread, possibly on the very Tokio
         // worker that would run the deferred wake-up: wake the loop directly.
         self.shared.waker.wake();
+    }
+}
+
+/// What an app task serves, which decides whether shutdown waits for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AppTask {
+    /// An HTTP request or a websocket: finished (or cancelled) before the loop stops.
+    Request,
+    /// The lifespan protocol: runs until after the last request.
+    Lifespan,
+}
+
+/// What a bridge does once its app task ended, with the error it ended on.
+type OnDone = Box<dyn FnOnce(Python<'_>, Option<PyErr>)>;
+
+/// The done-callback of an app task: hands how it ended to its bridge.
+#[pyclass(unsendable)]
+struct AppDone {
+    event_loop: EventLoop,
+    on_done: Option<OnDone>,
+}
+
+#[pymethods]
+impl AppDone {
+    fn __call__(&mut self, task: &Bound<'_, PyAny>) -> PyResult<()> {
+        let error = self.event_loop.app_done(task)?;
+        if let Some(on_done) = self.on_done.take() {
+            on_done(task.py(), error);
+        }
+        Ok(())
     }
 }
 

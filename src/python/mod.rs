@@ -7,7 +7,7 @@ mod loader;
 
 use pyo3::prelude::*;
 
-pub(crate) use event_loop::EventLoop;
+pub(crate) use event_loop::{AppTask, EventLoop};
 pub(crate) use loader::AppSpec;
 pub use loader::{Interface, LoopKind};
 

@@ -1,0 +1,208 @@
+//! The loop-thread half of an HTTP request: the `receive`/`send` pair the app gets.
+//!
+//! `receive` answers at once when it can; otherwise it parks on an asyncio future that a
+//! Tokio task resolves (through the job queue) when data or a disconnect arrives. `send`
+//! moves the [`AppResponse`] on; whatever it must hand to Tokio crosses as Rust-owned data.
+
+use bytes::Bytes;
+use http::Response;
+use http_body::Body;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use tokio_util::sync::CancellationToken;
+
+use super::response::{AppResponse, Step};
+use crate::asgi::awaitable::ready;
+use crate::asgi::body::{IncomingBody, RequestBody, ResponseBody, StreamItem};
+use crate::asgi::cycle::{self, Asked, Cycle, Handler};
+use crate::asgi::parking::{Closed, Inbox, IntoMessage, Next, Outbox};
+use crate::asgi::scope::{self, RequestHead};
+use crate::python::{AppTask, EventLoop};
+
+/// Runs on the loop thread: builds the scope and starts the app. `asked.gone` is the
+/// request's disconnect: it fires when hyper drops the request or its response body.
+pub(super) fn start(
+    py: Python<'_>,
+    head: RequestHead,
+    body: RequestBody,
+    root_path: &str,
+    asked: Asked<Response<ResponseBody>>,
+) {
+    let Asked {
+        event_loop,
+        answer,
+        gone: disconnect,
+    } = asked;
+    let head_request = head.method == http::Method::HEAD;
+    let cycle = HttpCycle {
+        inbox: Inbox::new(body),
+        outbox: Outbox::new(),
+        response: AppResponse::new(answer, head_request, disconnect.clone()),
+        disconnect,
+        event_loop,
+    };
+    let event_loop = cycle.event_loop.clone();
+    cycle::start(py, &event_loop, cycle, AppTask::Request, |state| {
+        scope::http_scope(py, &head, root_path, state, http_extensions(py)?)
+    });
+}
+
+/// The extensions every HTTP scope advertises; copied per request so apps may mutate theirs.
+fn http_extensions(py: Python<'_>) -> PyResult<&Bound<'_, PyDict>> {
+    static EXTENSIONS: pyo3::sync::PyOnceLock<Py<PyDict>> = pyo3::sync::PyOnceLock::new();
+    EXTENSIONS
+        .get_or_try_init(py, || {
+            let extensions = PyDict::new(py);
+            extensions.set_item("http.response.trailers", PyDict::new(py))?;
+            extensions.set_item("http.response.pathsend", PyDict::new(py))?;
+            Ok::<_, PyErr>(extensions.unbind())
+        })
+        .map(|extensions| extensions.bind(py))
+}
+
+/// One request's ASGI `receive`/`send` pair. Lives on the loop thread.
+#[pyclass(unsendable)]
+pub(super) struct HttpCycle {
+    event_loop: EventLoop,
+    inbox: Inbox<RequestBody, Incoming>,
+    outbox: Outbox<StreamItem>,
+    disconnect: CancellationToken,
+    response: AppResponse,
+}
+
+/// What a `receive()` call produces.
+enum Incoming {
+    Body { chunk: Bytes, more: bool },
+    Disconnect,
+}
+
+impl Cycle for HttpCycle {
+    const PROTOCOL: &'static str = "an HTTP";
+    const MESSAGES: &'static [(&'static str, Handler<Self>)] = &[
+        ("http.response.start", |cycle, message| {
+            cycle.response.start(message)
+        }),
+        ("http.response.body", |cycle, message| {
+            cycle.response.body(message)
+        }),
+        ("http.response.trailers", |cycle, message| {
+            cycle.response.trailers(message)
+        }),
+        ("http.response.pathsend", |cycle, message| {
+            cycle.response.pathsend(message, &cycle.event_loop)
+        }),
+    ];
+    type Sent = Step;
+
+    fn event_loop(&self) -> &EventLoop {
+        &self.event_loop
+    }
+
+    fn app_finished(&mut self, _py: Python<'_>, error: Option<PyErr>) {
+        self.response.finish(error.is_some(), &self.event_loop);
+    }
+}
+
+#[pymethods]
+impl HttpCycle {
+    fn receive(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Inbox::receive(slf, HttpCycle::inbox, |cycle, source| match source {
+            Some(RequestBody::Buffered(chunk)) => {
+                Next::Ready(None, Incoming::Body { chunk, more: false })
+            }
+            Some(RequestBody::Streaming(body)) => {
+                Next::Read(read_next(Some(body), cycle.disconnect.clone()))
+            }
+            None if cycle.disconnect.is_cancelled() => Next::Ready(None, Incoming::Disconnect),
+            None => Next::Read(read_next(None, cycle.disconnect.clone())),
+        })
+    }
+
+    fn send(slf: &Bound<'_, Self>, message: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let step = cycle::dispatch(&mut *slf.borrow_mut(), message)?;
+        match step {
+            Step::Nothing => ready(py, None),
+            Step::HandBack(answer, response) => {
+                slf.borrow().event_loop.hand_back(py, move || {
+                    let _ = answer.send(response);
+                });
+                ready(py, None)
+            }
+            Step::Stream(stream, item) => {
+                match Outbox::push(slf, HttpCycle::outbox, &stream, item)? {
+                    Ok(awaitable) => Ok(awaitable),
+                    // The client went away; like uvicorn, further body is dropped silently
+                    // and the app learns of it from `receive()`.
+                    Err(Closed) => ready(py, None),
+                }
+            }
+        }
+    }
+}
+
+impl HttpCycle {
+    fn inbox(&mut self) -> &mut Inbox<RequestBody, Incoming> {
+        &mut self.inbox
+    }
+
+    fn outbox(&mut self) -> &mut Outbox<StreamItem> {
+        &mut self.outbox
+    }
+}
+
+/// Reads the next data frame of a request body, or notices the client leaving; once the
+/// body has ended (`None`), waits for the client to leave.
+async fn read_next(
+    body: Option<IncomingBody>,
+    disconnect: CancellationToken,
+) -> (Option<RequestBody>, Incoming) {
+    let Some(mut body) = body else {
+        disconnect.cancelled().await;
+        return (None, Incoming::Disconnect);
+    };
+    loop {
+        let frame = tokio::select! {
+            biased;
+            frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)) => frame,
+            () = disconnect.cancelled() => return (None, Incoming::Disconnect),
+        };
+        match frame {
+            None => {
+                let end = Incoming::Body {
+                    chunk: Bytes::new(),
+                    more: false,
+                };
+                return (None, end);
+            }
+            Some(Ok(frame)) => {
+                // Request trailers have no ASGI message; skip them.
+                if let Ok(chunk) = frame.into_data() {
+                    let more = !body.is_end_stream();
+                    let body = more.then_some(RequestBody::Streaming(body));
+                    return (body, Incoming::Body { chunk, more });
+                }
+            }
+            // A body that fails mid-way means the client is gone (or broke the framing).
+            Some(Err(_)) => return (None, Incoming::Disconnect),
+        }
+    }
+}
+
+impl IntoMessage for Incoming {
+    fn into_message(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let message = PyDict::new(py);
+        match self {
+            Incoming::Body { chunk, more } => {
+                message.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
+                message.set_item(intern!(py, "body"), PyBytes::new(py, &chunk))?;
+                message.set_item(intern!(py, "more_body"), more)?;
+            }
+            Incoming::Disconnect => {
+                message.set_item(intern!(py, "type"), intern!(py, "http.disconnect"))?;
+            }
+        }
+        Ok(message.into_any().unbind())
+    }
+}

@@ -1,0 +1,45 @@
+//! The ASGI HTTP bridge. A request travels like this:
+//! 1. [`handle`] (Tokio) reads what of the body came with the head, then asks the loop
+//!    thread to start the app and awaits the response.
+//! 2. [`cycle::start`] (loop thread) builds the scope and runs `app(scope, receive, send)`.
+//! 3. `send` builds the response ([`response`]), handed back in one piece when the first
+//!    body message is also the last, otherwise with a bounded channel that streams the rest.
+
+mod cycle;
+mod response;
+
+use http::{Response, StatusCode};
+use http_body::Body;
+use std::sync::Arc;
+
+use self::response::internal_error;
+use super::body::{RequestBody, ResponseBody};
+use super::codec::{plain_response, request_head};
+use super::cycle::submit_and_await;
+use crate::BoxError;
+use crate::python::EventLoop;
+
+/// Runs one HTTP request through the app.
+pub(super) async fn handle<B>(
+    event_loop: &EventLoop,
+    root_path: &Arc<str>,
+    parts: http::request::Parts,
+    body: B,
+) -> Response<ResponseBody>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let body = match RequestBody::prepare(&parts.headers, body).await {
+        Ok(body) => body,
+        Err(_) => return plain_response(StatusCode::BAD_REQUEST, "Bad Request"),
+    };
+    let head = request_head(parts);
+    let root_path = root_path.clone();
+    submit_and_await(event_loop, move |py, asked| {
+        cycle::start(py, head, body, &root_path, asked);
+    })
+    .await
+    .unwrap_or_else(internal_error)
+}

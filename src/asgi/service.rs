@@ -1,0 +1,89 @@
+//! [`AsgiService`]: the Tower service in front of the app, which gives each request to the
+//! HTTP or the websocket bridge.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use http_body::Body;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use super::body::ResponseBody;
+use super::{http as http_bridge, websocket};
+use crate::BoxError;
+use crate::python::EventLoop;
+use crate::shutdown::Shutdown;
+
+/// Forwards HTTP requests into the Python app. Cheap to clone; works under any Tower stack.
+#[derive(Clone)]
+pub struct AsgiService {
+    shared: Arc<ServiceConfig>,
+}
+
+struct ServiceConfig {
+    event_loop: EventLoop,
+    root_path: Arc<str>,
+    /// Limits the websockets of this app accept from clients.
+    websocket: WebSocketConfig,
+    /// Websockets close when the server shuts down.
+    shutdown: Shutdown,
+}
+
+impl AsgiService {
+    pub(crate) fn new(
+        event_loop: EventLoop,
+        root_path: String,
+        ws_max_size: usize,
+        shutdown: Shutdown,
+    ) -> Self {
+        let websocket = WebSocketConfig::default()
+            .max_message_size(Some(ws_max_size))
+            .max_frame_size(Some(ws_max_size));
+        AsgiService {
+            shared: Arc::new(ServiceConfig {
+                event_loop,
+                root_path: root_path.into(),
+                websocket,
+                shutdown,
+            }),
+        }
+    }
+}
+
+impl<B> tower::Service<Request<B>> for AsgiService
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let response = if websocket::is_upgrade_request(&parts) {
+                websocket::handle(
+                    &shared.event_loop,
+                    &shared.root_path,
+                    shared.websocket,
+                    &shared.shutdown,
+                    parts,
+                )
+                .await
+            } else {
+                http_bridge::handle(&shared.event_loop, &shared.root_path, parts, body).await
+            };
+            Ok(response)
+        })
+    }
+}

@@ -1,0 +1,374 @@
+//! The loop-thread half of a websocket: the `receive`/`send` pair the app gets, and the
+//! phases the app moves the websocket through (handshake, denial response, open, closed).
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Response, StatusCode};
+use hyper::upgrade::OnUpgrade;
+use pyo3::exceptions::PyOSError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyInt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+
+use super::event::{Event, close_frame};
+use super::io::run_connection;
+use crate::asgi::awaitable::ready;
+use crate::asgi::body::{ResponseBody, app_bytes};
+use crate::asgi::codec::{body, flag, headers, optional, plain_response, response_head};
+use crate::asgi::cycle::{self, Asked, Cycle, Handler};
+use crate::asgi::parking::{Closed, Inbox, Next, Outbox};
+use crate::asgi::scope::{self, RequestHead};
+use crate::asgi::violation::{self, bad_value, refusal, refuse, wrong_type};
+use crate::python::{AppTask, EventLoop};
+use crate::shutdown::Shutdown;
+
+/// Messages from the client that may wait for the app before reading stops.
+const INCOMING_CAPACITY: usize = 16;
+/// Messages from the app that may wait for the socket before `send` parks.
+const OUTGOING_CAPACITY: usize = 16;
+
+/// What accepting the handshake needs besides the answer.
+pub(super) struct Handshake {
+    pub(super) on_upgrade: OnUpgrade,
+    pub(super) accept_key: String,
+    pub(super) config: WebSocketConfig,
+    pub(super) shutdown: Shutdown,
+}
+
+/// Runs on the loop thread: builds the scope and starts the app, whose first `receive()`
+/// gets `websocket.connect`. `asked.gone` fires if the client leaves during the handshake.
+pub(super) fn start(
+    py: Python<'_>,
+    head: RequestHead,
+    root_path: &str,
+    handshake: Handshake,
+    asked: Asked<Response<ResponseBody>>,
+) {
+    let Asked {
+        event_loop,
+        answer,
+        gone,
+    } = asked;
+    let (incoming, events) = mpsc::channel(INCOMING_CAPACITY);
+    let _ = incoming.try_send(Event::Connect);
+    let cycle = WebSocketCycle {
+        event_loop: event_loop.clone(),
+        inbox: Inbox::new(Source { events, gone }),
+        outbox: Outbox::new(),
+        phase: Phase::Handshake {
+            handshake: Box::new(handshake),
+            answer,
+            incoming,
+        },
+    };
+    cycle::start(py, &event_loop, cycle, AppTask::Request, |state| {
+        scope::websocket_scope(py, &head, root_path, state)
+    });
+}
+
+/// Where the websocket is, from the app's point of view. The sender of `receive()`'s
+/// events lives in the handshake phases: dropping it unaccepted ends `receive()`.
+enum Phase {
+    /// Waiting for the app to accept, close or deny.
+    Handshake {
+        handshake: Box<Handshake>,
+        answer: Answer,
+        incoming: mpsc::Sender<Event>,
+    },
+    /// The app answers the handshake with an HTTP response (`websocket.http.response.*`).
+    Denying {
+        answer: Answer,
+        incoming: mpsc::Sender<Event>,
+        head: Box<http::response::Parts>,
+        body: BytesMut,
+    },
+    /// Accepted: frames go to the connection task.
+    Open(mpsc::Sender<Message>),
+    /// The app closed the websocket or denied it; nothing more may be sent.
+    Closed,
+}
+
+impl violation::State for Phase {
+    fn problem(&self) -> &'static str {
+        match self {
+            Phase::Handshake { .. } => "the handshake is not answered yet",
+            Phase::Denying { .. } => "a denial response is being sent",
+            Phase::Open(_) => "the websocket handshake is over",
+            Phase::Closed => "the websocket is closed",
+        }
+    }
+}
+
+/// Where the handshake's response goes.
+type Answer = oneshot::Sender<Response<ResponseBody>>;
+
+/// Where `receive()` reads from: events of the connection, or the client leaving during
+/// the handshake.
+struct Source {
+    events: mpsc::Receiver<Event>,
+    gone: CancellationToken,
+}
+
+/// One websocket's ASGI `receive`/`send` pair. Lives on the loop thread.
+#[pyclass(unsendable)]
+pub(super) struct WebSocketCycle {
+    event_loop: EventLoop,
+    inbox: Inbox<Source, Event>,
+    outbox: Outbox<Message>,
+    phase: Phase,
+}
+
+/// A frame for the connection, queued once the cycle is no longer borrowed.
+type Push = Option<(mpsc::Sender<Message>, Message)>;
+
+impl Cycle for WebSocketCycle {
+    const PROTOCOL: &'static str = "a websocket";
+    const MESSAGES: &'static [(&'static str, Handler<Self>)] = &[
+        ("websocket.accept", WebSocketCycle::accept),
+        ("websocket.send", WebSocketCycle::send_data),
+        ("websocket.close", WebSocketCycle::close),
+        (
+            "websocket.http.response.start",
+            WebSocketCycle::denial_start,
+        ),
+        ("websocket.http.response.body", WebSocketCycle::denial_body),
+    ];
+    type Sent = Push;
+
+    fn event_loop(&self) -> &EventLoop {
+        &self.event_loop
+    }
+
+    fn app_finished(&mut self, _py: Python<'_>, error: Option<PyErr>) {
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Handshake { answer, .. } => {
+                let response = if error.is_some() {
+                    internal_error()
+                } else {
+                    plain_response(StatusCode::FORBIDDEN, "")
+                };
+                let _ = answer.send(response);
+            }
+            Phase::Denying { answer, .. } => {
+                let _ = answer.send(internal_error());
+            }
+            Phase::Open(sender) => {
+                let code = if error.is_some() { 1011 } else { 1000 };
+                self.event_loop.runtime().spawn(async move {
+                    let _ = sender.send(close_frame(code, String::new())).await;
+                });
+            }
+            Phase::Closed => {}
+        }
+    }
+}
+
+#[pymethods]
+impl WebSocketCycle {
+    fn receive(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Inbox::receive(slf, WebSocketCycle::inbox, |_, source| {
+            let Some(mut source) = source else {
+                return Next::Ready(None, Event::abnormal_closure());
+            };
+            match source.events.try_recv() {
+                Ok(event) => {
+                    let goes_on = !matches!(event, Event::Disconnect { .. });
+                    Next::Ready(goes_on.then_some(source), event)
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    Next::Ready(None, Event::abnormal_closure())
+                }
+                Err(mpsc::error::TryRecvError::Empty) => Next::Read(next_event(source)),
+            }
+        })
+    }
+
+    fn send(slf: &Bound<'_, Self>, message: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let push = cycle::dispatch(&mut *slf.borrow_mut(), message)?;
+        let Some((sender, frame)) = push else {
+            return ready(py, None);
+        };
+        match Outbox::push(slf, WebSocketCycle::outbox, &sender, frame)? {
+            Ok(awaitable) => Ok(awaitable),
+            Err(Closed) => Err(PyOSError::new_err("the websocket connection is closed")),
+        }
+    }
+}
+
+impl WebSocketCycle {
+    fn inbox(&mut self) -> &mut Inbox<Source, Event> {
+        &mut self.inbox
+    }
+
+    fn outbox(&mut self) -> &mut Outbox<Message> {
+        &mut self.outbox
+    }
+
+    /// The handshake, for a message that answers it; refused once it is answered.
+    fn take_handshake(
+        &mut self,
+        message_type: &str,
+    ) -> PyResult<(Box<Handshake>, Answer, mpsc::Sender<Event>)> {
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Handshake {
+                handshake,
+                answer,
+                incoming,
+            } => Ok((handshake, answer, incoming)),
+            other => refuse(&mut self.phase, other, message_type),
+        }
+    }
+
+    fn accept(&mut self, message: &Bound<'_, PyDict>) -> PyResult<Push> {
+        let py = message.py();
+        let mut headers = headers(message)?;
+        if let Some(subprotocol) = optional(message, intern!(py, "subprotocol"))? {
+            let subprotocol: String = subprotocol.extract()?;
+            let value = HeaderValue::from_str(&subprotocol)
+                .map_err(|_| bad_value("invalid websocket subprotocol"))?;
+            headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, value);
+        }
+        let (handshake, answer, incoming) = self.take_handshake("websocket.accept")?;
+        let Handshake {
+            on_upgrade,
+            accept_key,
+            config,
+            shutdown,
+        } = *handshake;
+        let accept_key =
+            HeaderValue::from_str(&accept_key).expect("base64 is a valid header value");
+        let mut response = Response::new(ResponseBody::full(Bytes::new(), None));
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *response.headers_mut() = headers;
+        let response_headers = response.headers_mut();
+        response_headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+        response_headers.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+        response_headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, accept_key);
+        let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_CAPACITY);
+        shutdown.tasks.spawn_on(
+            run_connection(
+                on_upgrade,
+                config,
+                incoming,
+                outgoing.clone(),
+                outgoing_rx,
+                shutdown.clone(),
+            ),
+            self.event_loop.runtime(),
+        );
+        let _ = answer.send(response);
+        self.phase = Phase::Open(outgoing);
+        Ok(None)
+    }
+
+    fn send_data(&mut self, message: &Bound<'_, PyDict>) -> PyResult<Push> {
+        let py = message.py();
+        let sender = match &self.phase {
+            Phase::Open(sender) => sender.clone(),
+            other => return Err(refusal(other, "websocket.send")),
+        };
+        let frame = if let Some(text) = optional(message, intern!(py, "text"))? {
+            Message::Text(text.extract::<String>()?.into())
+        } else if let Some(bytes) = optional(message, intern!(py, "bytes"))? {
+            let bytes = bytes
+                .cast::<PyBytes>()
+                .map_err(|_| wrong_type("'websocket.send' bytes must be bytes"))?;
+            Message::Binary(app_bytes(bytes))
+        } else {
+            return Err(bad_value(
+                "'websocket.send' needs a 'text' or a 'bytes' key",
+            ));
+        };
+        Ok(Some((sender, frame)))
+    }
+
+    fn close(&mut self, message: &Bound<'_, PyDict>) -> PyResult<Push> {
+        let py = message.py();
+        let code = match optional(message, intern!(py, "code"))? {
+            Some(code) => code
+                .cast::<PyInt>()
+                .map_err(|_| wrong_type("'websocket.close' code must be an int"))?
+                .extract::<u16>()
+                .map_err(|_| bad_value(format!("invalid websocket close code {code}")))?,
+            None => 1000,
+        };
+        let reason = match optional(message, intern!(py, "reason"))? {
+            Some(reason) => reason.extract::<String>()?,
+            None => String::new(),
+        };
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            // Closing before accepting refuses the handshake, as uvicorn does.
+            Phase::Handshake { answer, .. } => {
+                let _ = answer.send(plain_response(StatusCode::FORBIDDEN, ""));
+                Ok(None)
+            }
+            Phase::Open(sender) => Ok(Some((sender, close_frame(code, reason)))),
+            other => refuse(&mut self.phase, other, "websocket.close"),
+        }
+    }
+
+    fn denial_start(&mut self, message: &Bound<'_, PyDict>) -> PyResult<Push> {
+        let head = response_head(message, "websocket.http.response.start")?;
+        let (_, answer, incoming) = self.take_handshake("websocket.http.response.start")?;
+        self.phase = Phase::Denying {
+            answer,
+            incoming,
+            head: Box::new(head),
+            body: BytesMut::new(),
+        };
+        Ok(None)
+    }
+
+    fn denial_body(&mut self, message: &Bound<'_, PyDict>) -> PyResult<Push> {
+        let chunk = body(message, "websocket.http.response.body")?;
+        let more = flag(message, intern!(message.py(), "more_body"))?;
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Denying {
+                answer,
+                incoming,
+                head,
+                mut body,
+            } => {
+                if let Some(chunk) = chunk {
+                    body.extend_from_slice(chunk.as_bytes());
+                }
+                if more {
+                    self.phase = Phase::Denying {
+                        answer,
+                        incoming,
+                        head,
+                        body,
+                    };
+                } else {
+                    // Answered: the app's `receive()` ends as `incoming` goes.
+                    let body = ResponseBody::full(body.freeze(), None);
+                    let _ = answer.send(Response::from_parts(*head, body));
+                }
+                Ok(None)
+            }
+            other => refuse(&mut self.phase, other, "websocket.http.response.body"),
+        }
+    }
+}
+
+/// The answer to a handshake the app failed on.
+pub(super) fn internal_error() -> Response<ResponseBody> {
+    plain_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+}
+
+/// Waits for the next event; the client leaving mid-handshake counts as a disconnect.
+async fn next_event(mut source: Source) -> (Option<Source>, Event) {
+    let event = tokio::select! {
+        event = source.events.recv() => event.unwrap_or_else(Event::abnormal_closure),
+        () = source.gone.cancelled(), if source.events.is_empty() => Event::abnormal_closure(),
+    };
+    let source = (!matches!(event, Event::Disconnect { .. })).then_some(source);
+    (source, event)
+}
