@@ -111,6 +111,10 @@ impl HttpCycle {
             Some(RequestBody::Buffered(chunk)) => {
                 Next::Ready(None, Incoming::Body { chunk, more: false })
             }
+            Some(RequestBody::Partial(chunk, rest)) => Next::Ready(
+                Some(RequestBody::Streaming(rest)),
+                Incoming::Body { chunk, more: true },
+            ),
             Some(RequestBody::Streaming(body)) => {
                 Next::Read(read_next(Some(body), cycle.disconnect.clone()))
             }
