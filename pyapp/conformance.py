@@ -20,8 +20,8 @@ Routes (paths are matched after removing ``root_path``):
 - ``/release?key``           releases ``/stream-wait``.
 - ``/disconnect-watch?key``  reads the body until ``http.disconnect``; records what it got.
 - ``/wait-disconnect?key``   reads the (empty) body, then waits on ``receive()``; records.
-- ``/after-response?key``    answers, then records what ``receive()`` returns next.
-- ``/after-response-unread?key``  the same without reading the request body first.
+- ``/after-response?key&read``  answers (after reading the body unless ``read=no``), then
+                             records what ``receive()`` returns next.
 - ``/first-message?key``     records the first ``receive()`` message at once under
                              ``key:first``, then reads to the end (or a disconnect) and
                              records every message type under ``key``.
@@ -268,18 +268,10 @@ async def wait_disconnect(scope, receive, send):
 
 
 async def after_response(scope, receive, send):
-    key = _query(scope)["key"]
-    await _read_body(receive)
-    await _respond(send, 200, b"done")
-    try:
-        message = await asyncio.wait_for(receive(), 5)
-        _record(key, {"type": message["type"]})
-    except asyncio.TimeoutError:
-        _record(key, {"type": "timeout"})
-
-
-async def after_response_unread(scope, receive, send):
-    key = _query(scope)["key"]
+    query = _query(scope)
+    key = query["key"]
+    if query.get("read") != "no":
+        await _read_body(receive)
     await _respond(send, 200, b"done")
     try:
         message = await asyncio.wait_for(receive(), 5)
@@ -555,7 +547,6 @@ ROUTES = {
     "/disconnect-watch": disconnect_watch,
     "/wait-disconnect": wait_disconnect,
     "/after-response": after_response,
-    "/after-response-unread": after_response_unread,
     "/first-message": first_message,
     "/send-after-disconnect": send_after_disconnect,
     "/hold": hold,

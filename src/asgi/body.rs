@@ -231,7 +231,10 @@ mod tests {
                 SizeHint::with_exact(self.1)
             }
         }
-        Arriving((!arrived.is_empty()).then(|| Bytes::from_static(arrived)), length)
+        Arriving(
+            (!arrived.is_empty()).then(|| Bytes::from_static(arrived)),
+            length,
+        )
     }
 
     #[test]

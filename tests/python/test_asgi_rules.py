@@ -61,3 +61,12 @@ def test_a_client_that_leaves_mid_body_is_a_disconnect_for_the_started_app(serve
         conn.send(post_head("/first-message?key=left", 2048) + b"a" * 1024)
         report(server, "left:first")
     assert report(server, "left") == {"types": ["http.request", "http.disconnect"], "received": 1024}
+
+
+# --- receive() and send() once the exchange is over ------------------------------------------
+
+
+def test_receive_after_the_response_is_a_disconnect(server):
+    response = httpx.post(f"{server.url}/after-response?key=unread&read=no", content=b"never read")
+    assert response.text == "done"
+    assert report(server, "unread") == {"type": "http.disconnect"}
