@@ -20,7 +20,15 @@ Routes (paths are matched after removing ``root_path``):
 - ``/release?key``           releases ``/stream-wait``.
 - ``/disconnect-watch?key``  reads the body until ``http.disconnect``; records what it got.
 - ``/wait-disconnect?key``   reads the (empty) body, then waits on ``receive()``; records.
-- ``/after-response?key``    answers, then records what ``receive()`` returns next.
+- ``/after-response?key&read``  answers (after reading the body unless ``read=no``), then
+                             records what ``receive()`` returns next.
+- ``/first-message?key``     records the first ``receive()`` message at once under
+                             ``key:first``, then reads to the end (or a disconnect) and
+                             records every message type under ``key``.
+- ``/send-after-disconnect?key&start``  waits for ``http.disconnect``, then sends (the head
+                             if ``start=late``, else more body after a first chunk); records
+                             the exception ``send`` raised.
+- ``/hold?key``              records ``started``, then sleeps for a minute without sending.
 - ``/report?key``            the record of ``key`` (waits up to 10 s for it).
 - ``/wait-for-body``         reads the body with ``asyncio.wait_for(receive(), 0.05)``.
 - ``/no-read``               answers without reading the body.
@@ -29,7 +37,8 @@ Routes (paths are matched after removing ``root_path``):
 - ``/pid``                   the id of the process serving the request (one per worker).
 - ``/trailers``              a chunked body followed by an ``x-checksum`` trailer.
 - ``/pathsend?path``         the file at ``path`` via ``http.response.pathsend``.
-- ``/fail/...``              the failure modes (see ``FAILURES``).
+- ``/fail/...``              the failure modes (see ``FAILURES``); ``/fail/status?code``
+                             starts a response with that status.
 """
 
 import asyncio
@@ -259,14 +268,55 @@ async def wait_disconnect(scope, receive, send):
 
 
 async def after_response(scope, receive, send):
-    key = _query(scope)["key"]
-    await _read_body(receive)
+    query = _query(scope)
+    key = query["key"]
+    if query.get("read") != "no":
+        await _read_body(receive)
     await _respond(send, 200, b"done")
     try:
         message = await asyncio.wait_for(receive(), 5)
         _record(key, {"type": message["type"]})
     except asyncio.TimeoutError:
         _record(key, {"type": "timeout"})
+
+
+async def first_message(scope, receive, send):
+    key = _query(scope)["key"]
+    message = await receive()
+    body = message.get("body", b"")
+    _record(f"{key}:first", {"type": message["type"], "size": len(body), "more_body": message.get("more_body", False)})
+    types, received = [message["type"]], len(body)
+    while message["type"] == "http.request" and message.get("more_body", False):
+        message = await receive()
+        types.append(message["type"])
+        received += len(message.get("body", b""))
+    _record(key, {"types": types, "received": received})
+    if message["type"] == "http.request":
+        await _respond(send, 200, b"received %d" % received)
+
+
+async def send_after_disconnect(scope, receive, send):
+    query = _query(scope)
+    late = query.get("start") == "late"
+    if not late:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"first\n", "more_body": True})
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    try:
+        if late:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(3):
+            await send({"type": "http.response.body", "body": b"more\n", "more_body": True})
+    except BaseException as exc:
+        _record(query["key"], {"raised": type(exc).__name__, "oserror": isinstance(exc, OSError)})
+        raise
+    _record(query["key"], {"raised": None})
+
+
+async def hold(scope, receive, send):
+    _record(_query(scope)["key"], {"started": True})
+    await asyncio.sleep(60)
 
 
 async def report(scope, receive, send):
@@ -415,6 +465,17 @@ async def _fail_double_start(scope, receive, send):
     await send({"type": "http.response.body", "body": b"should not be sent"})
 
 
+async def _fail_body_not_bytes(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": "not bytes"})
+
+
+async def _fail_status(scope, receive, send):
+    status = int(_query(scope)["code"])
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
 async def _fail_long_body(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
     await send({"type": "http.response.body", "body": b"12345HTTP/1.1 200 OK\r\n"})
@@ -461,6 +522,8 @@ FAILURES = {
     "/fail/newline-value": _fail_newline_value,
     "/fail/str-value": _fail_str_value,
     "/fail/double-start": _fail_double_start,
+    "/fail/body-not-bytes": _fail_body_not_bytes,
+    "/fail/status": _fail_status,
     "/fail/long-body": _fail_long_body,
     "/fail/long-stream": _fail_long_stream,
     "/fail/short-body": _fail_short_body,
@@ -484,6 +547,9 @@ ROUTES = {
     "/disconnect-watch": disconnect_watch,
     "/wait-disconnect": wait_disconnect,
     "/after-response": after_response,
+    "/first-message": first_message,
+    "/send-after-disconnect": send_after_disconnect,
+    "/hold": hold,
     "/report": report,
     "/wait-for-body": wait_for_body,
     "/no-read": no_read,

@@ -24,6 +24,11 @@ Websocket routes of ``app``:
                                        the code, reason, and that its task ended.
 - ``/flood?key=K&size=N``              accepts, then sends ``N``-byte messages until ``send``
                                        fails; records how many sends completed.
+- ``/send-after-disconnect?key=K``    accepts, waits for ``websocket.disconnect``, then sends;
+                                       records the exception ``send`` raised.
+- ``/return-after-accept``             accepts and returns without closing.
+- ``/bad-close?code=C&key=K``          accepts, sends ``websocket.close`` with code ``C``;
+                                       records what that raised, then closes with 1000.
 - ``/slow-reader?delay=S&count=N``     accepts, sleeps ``S`` seconds, receives ``N`` messages
                                        (each tagged by its 4-byte index), then sends a JSON
                                        summary ``{"count", "in_order", "bytes"}``.
@@ -264,6 +269,39 @@ async def slow_reader(scope, receive, send):
     await _drain(receive)
 
 
+async def send_after_disconnect(scope, receive, send):
+    key = _query(scope).get("key", "default")
+    await _expect_connect(receive)
+    await send({"type": "websocket.accept"})
+    await _drain(receive)
+    try:
+        await send({"type": "websocket.send", "text": "anyone there?"})
+    except BaseException as exc:
+        _records[key] = {"found": True, "raised": type(exc).__name__, "oserror": isinstance(exc, OSError)}
+        if not isinstance(exc, Exception):
+            raise
+    else:
+        _records[key] = {"found": True, "raised": None}
+
+
+async def return_after_accept(scope, receive, send):
+    await _expect_connect(receive)
+    await send({"type": "websocket.accept"})
+
+
+async def bad_close(scope, receive, send):
+    query = _query(scope)
+    record = {"found": True, "raised": None}
+    _records[query.get("key", "default")] = record
+    await _expect_connect(receive)
+    await send({"type": "websocket.accept"})
+    try:
+        await send({"type": "websocket.close", "code": int(query["code"])})
+    except Exception as exc:
+        record["raised"] = type(exc).__name__
+        await send({"type": "websocket.close", "code": 1000, "reason": "recovered"})
+
+
 async def _drain(receive):
     while (await receive())["type"] != "websocket.disconnect":
         pass
@@ -303,6 +341,9 @@ ROUTES = {
     "/record": disconnect_recorder,
     "/flood": flood,
     "/slow-reader": slow_reader,
+    "/send-after-disconnect": send_after_disconnect,
+    "/return-after-accept": return_after_accept,
+    "/bad-close": bad_close,
 }
 
 

@@ -1,9 +1,9 @@
 //! Bodies flowing between hyper and the app, both directions.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
@@ -25,8 +25,8 @@ pub(super) type IncomingBody = UnsyncBoxBody<Bytes, BoxError>;
 /// a cut-off response for a complete one.
 pub(super) type StreamItem = Result<Frame<Bytes>, BoxError>;
 
-/// Bodies at most this large (by `content-length`) are read before the app starts, so its
-/// first `receive()` completes at once.
+/// Of bodies at most this large (by `content-length`), what arrived with the head is taken
+/// before the app starts, so its first `receive()` completes at once.
 pub(super) const PREREAD_LIMIT: u64 = 64 * 1024;
 
 /// Chunks from the app at least this large are written from the Python object itself
@@ -49,16 +49,20 @@ pub(super) fn app_bytes(bytes: &Bound<'_, PyBytes>) -> Bytes {
 
 /// How the app's `receive()` gets the request body.
 pub(super) enum RequestBody {
-    /// Read completely before the app started (or empty): handed over in one message.
+    /// Complete before the app started (or empty): handed over in one message.
     Buffered(Bytes),
+    /// What arrived with the head, handed over first; the rest streams.
+    Partial(Bytes, IncomingBody),
     /// Read frame by frame as the app asks for it, which gives backpressure on uploads.
     Streaming(IncomingBody),
 }
 
 impl RequestBody {
-    /// Decides, on the Tokio side, whether to read the body now. `Expect: 100-continue`
-    /// bodies are left alone: the client waits until the app first calls `receive()`.
-    pub(super) async fn prepare<B>(headers: &HeaderMap, body: B) -> Result<RequestBody, BoxError>
+    /// Decides, on the Tokio side, what of the body to take before the app starts: of a
+    /// small body, whatever is already here, without waiting for the rest (a client that
+    /// pauses mid-body must not hold the app back). `Expect: 100-continue` bodies are left
+    /// alone: the client waits until the app first calls `receive()`.
+    pub(super) fn prepare<B>(headers: &HeaderMap, body: B) -> Result<RequestBody, BoxError>
     where
         B: Body + Send + 'static,
         B::Data: Send,
@@ -75,13 +79,35 @@ impl RequestBody {
             .exact()
             .is_some_and(|length| length <= PREREAD_LIMIT);
         // Measured before `map_frame`, which forgets the length.
-        let body = body
-            .map_frame(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
-            .map_err(Into::into);
-        if small && !expects_continue {
-            return Ok(RequestBody::Buffered(body.collect().await?.to_bytes()));
+        let mut body = UnsyncBoxBody::new(
+            body.map_frame(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
+                .map_err(Into::into),
+        );
+        if !small || expects_continue {
+            return Ok(RequestBody::Streaming(body));
         }
-        Ok(RequestBody::Streaming(UnsyncBoxBody::new(body)))
+        let mut arrived = BytesMut::new();
+        // hyper hands over the body bytes it read with the head before the service runs; a
+        // poll that would wait means the rest is still on its way.
+        let mut cx = Context::from_waker(Waker::noop());
+        while let Poll::Ready(frame) = Pin::new(&mut body).poll_frame(&mut cx) {
+            match frame {
+                None => return Ok(RequestBody::Buffered(arrived.freeze())),
+                Some(frame) => {
+                    if let Ok(data) = frame?.into_data() {
+                        arrived.extend_from_slice(&data);
+                    }
+                    if body.is_end_stream() {
+                        return Ok(RequestBody::Buffered(arrived.freeze()));
+                    }
+                }
+            }
+        }
+        Ok(if arrived.is_empty() {
+            RequestBody::Streaming(body)
+        } else {
+            RequestBody::Partial(arrived.freeze(), body)
+        })
     }
 }
 
@@ -177,40 +203,73 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn small_bodies_are_read_before_the_app_starts() {
+    #[test]
+    fn small_bodies_that_arrived_are_taken_before_the_app_starts() {
         let body = Full::new(Bytes::from_static(b"hello"));
-        match RequestBody::prepare(&HeaderMap::new(), body).await.unwrap() {
+        match RequestBody::prepare(&HeaderMap::new(), body).unwrap() {
             RequestBody::Buffered(bytes) => assert_eq!(bytes, "hello"),
-            RequestBody::Streaming(_) => panic!("a 5-byte body should be buffered"),
+            _ => panic!("a 5-byte body should be buffered"),
         }
     }
 
-    #[tokio::test]
-    async fn expect_continue_bodies_wait_for_the_app() {
-        let body = Full::new(Bytes::from_static(b"hello"));
-        let headers = headers(&[("expect", "100-Continue")]);
+    /// A body of `length` bytes of which only `arrived` are here yet.
+    fn arriving(length: u64, arrived: &'static [u8]) -> impl Body<Data = Bytes, Error = BoxError> {
+        struct Arriving(Option<Bytes>, u64);
+        impl Body for Arriving {
+            type Data = Bytes;
+            type Error = BoxError;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _cx: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+                match self.0.take() {
+                    Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                    None => Poll::Pending,
+                }
+            }
+            fn size_hint(&self) -> SizeHint {
+                SizeHint::with_exact(self.1)
+            }
+        }
+        Arriving(
+            (!arrived.is_empty()).then(|| Bytes::from_static(arrived)),
+            length,
+        )
+    }
+
+    #[test]
+    fn the_rest_of_a_small_body_is_never_waited_for() {
+        match RequestBody::prepare(&HeaderMap::new(), arriving(10, b"hello")).unwrap() {
+            RequestBody::Partial(bytes, _) => assert_eq!(bytes, "hello"),
+            _ => panic!("the 5 bytes here should go first, the rest stream"),
+        }
         assert!(matches!(
-            RequestBody::prepare(&headers, body).await.unwrap(),
+            RequestBody::prepare(&HeaderMap::new(), arriving(10, b"")).unwrap(),
             RequestBody::Streaming(_)
         ));
     }
 
-    #[tokio::test]
-    async fn bodies_of_unknown_or_large_length_stream() {
+    #[test]
+    fn expect_continue_bodies_wait_for_the_app() {
+        let body = Full::new(Bytes::from_static(b"hello"));
+        let headers = headers(&[("expect", "100-Continue")]);
+        assert!(matches!(
+            RequestBody::prepare(&headers, body).unwrap(),
+            RequestBody::Streaming(_)
+        ));
+    }
+
+    #[test]
+    fn bodies_of_unknown_or_large_length_stream() {
         let chunks =
             futures_util::stream::iter([Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"a")))]);
         assert!(matches!(
-            RequestBody::prepare(&HeaderMap::new(), StreamBody::new(chunks))
-                .await
-                .unwrap(),
+            RequestBody::prepare(&HeaderMap::new(), StreamBody::new(chunks)).unwrap(),
             RequestBody::Streaming(_)
         ));
         let large = Full::new(Bytes::from(vec![0u8; PREREAD_LIMIT as usize + 1]));
         assert!(matches!(
-            RequestBody::prepare(&HeaderMap::new(), large)
-                .await
-                .unwrap(),
+            RequestBody::prepare(&HeaderMap::new(), large).unwrap(),
             RequestBody::Streaming(_)
         ));
     }

@@ -108,9 +108,16 @@ impl Cycle for HttpCycle {
 impl HttpCycle {
     fn receive(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         Inbox::receive(slf, HttpCycle::inbox, |cycle, source| match source {
+            // The spec: `http.disconnect` "if receive is called after a response has been
+            // sent", whatever of the body is left.
+            _ if cycle.response.is_complete() => Next::Ready(None, Incoming::Disconnect),
             Some(RequestBody::Buffered(chunk)) => {
                 Next::Ready(None, Incoming::Body { chunk, more: false })
             }
+            Some(RequestBody::Partial(chunk, rest)) => Next::Ready(
+                Some(RequestBody::Streaming(rest)),
+                Incoming::Body { chunk, more: true },
+            ),
             Some(RequestBody::Streaming(body)) => {
                 Next::Read(read_next(Some(body), cycle.disconnect.clone()))
             }

@@ -1,5 +1,5 @@
 //! The ASGI HTTP bridge. A request travels like this:
-//! 1. [`handle`] (Tokio) reads what of the body came with the head, then asks the loop
+//! 1. [`handle`] (Tokio) takes what of the body came with the head, then asks the loop
 //!    thread to start the app and awaits the response.
 //! 2. [`cycle::start`] (loop thread) builds the scope and runs `app(scope, receive, send)`.
 //! 3. `send` builds the response ([`response`]), handed back in one piece when the first
@@ -31,7 +31,7 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let body = match RequestBody::prepare(&parts.headers, body).await {
+    let body = match RequestBody::prepare(&parts.headers, body) {
         Ok(body) => body,
         Err(_) => return plain_response(StatusCode::BAD_REQUEST, "Bad Request"),
     };

@@ -84,6 +84,11 @@ impl AppResponse {
         }
     }
 
+    /// The app sent all of its response, or the server cut it off.
+    pub(super) fn is_complete(&self) -> bool {
+        matches!(self.state, State::Done | State::Abandoned)
+    }
+
     /// `http.response.start`.
     pub(super) fn start(&mut self, message: &Bound<'_, PyDict>) -> PyResult<Step> {
         let answer = match std::mem::replace(&mut self.state, State::Done) {
