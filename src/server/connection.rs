@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use http_body::Body;
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -25,6 +26,7 @@ use super::http_versions::HttpVersions;
 use super::keep_alive::KeepAlive;
 use super::listener::Stream;
 use super::options::ServerOptions;
+use super::refusal;
 use crate::BoxError;
 use crate::connection_info::ConnectionInfo;
 use crate::layers::TrustedProxies;
@@ -197,9 +199,15 @@ where
                 budget.count();
             }
             let line = access_log.then(|| RequestLine::new(&request, connection.client));
-            let response = service.clone().oneshot(request);
+            let answer = match refusal::refusal(&request) {
+                Some(status) => Err(status),
+                None => Ok(service.clone().oneshot(request)),
+            };
             async move {
-                let response = response.await?;
+                let response = match answer {
+                    Ok(routed) => routed.await?.map(Either::Left),
+                    Err(status) => refusal::response(status).map(Either::Right),
+                };
                 let response = match line {
                     Some(line) => {
                         let status = response.status();
