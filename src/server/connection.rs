@@ -46,7 +46,6 @@ pub(crate) enum Protocols {
 impl Protocols {
     pub(super) fn new(versions: HttpVersions, options: &ServerOptions) -> Self {
         let max_buf_size = options.max_header_bytes.max(8192);
-        // HTTP/1 keeps hyper's limit of 100 header lines, parsed without allocating; more get 431.
         let max_header_list = u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX);
         match versions {
             HttpVersions::Auto => {
@@ -56,6 +55,7 @@ impl Protocols {
                     .timer(TokioTimer::new())
                     .keep_alive(true)
                     .max_buf_size(max_buf_size)
+                    .max_headers(options.max_headers)
                     .header_read_timeout(options.header_read_timeout)
                     .auto_date_header(options.date_header);
                 builder
@@ -71,6 +71,7 @@ impl Protocols {
                     .timer(TokioTimer::new())
                     .keep_alive(true)
                     .max_buf_size(max_buf_size)
+                    .max_headers(options.max_headers)
                     .header_read_timeout(options.header_read_timeout)
                     .auto_date_header(options.date_header);
                 Protocols::Http1(builder)

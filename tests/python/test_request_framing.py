@@ -120,3 +120,19 @@ def test_a_missing_or_repeated_host_is_a_bad_request(server, head):
 def test_http_1_0_needs_no_host_and_an_empty_host_is_valid(server):
     assert raw_request(server.port, b"GET /ok HTTP/1.0\r\n\r\n").status == 200
     assert raw_request(server.port, b"GET /ok HTTP/1.1\r\nHost:\r\n\r\n").status == 200
+
+
+# --- Header count -------------------------------------------------------------------------
+
+
+def head_with_lines(count: int) -> bytes:
+    """A GET whose head has ``count`` header lines, ``Host`` included."""
+    lines = b"".join(b"x-h%d: v\r\n" % i for i in range(count - 1))
+    return b"GET /scope HTTP/1.1\r\nHost: t\r\n" + lines + b"\r\n"
+
+
+def test_128_header_lines_are_served(server):
+    # One more gets 431: test_http_protocol.py, test_more_than_128_header_lines_get_431_...
+    response = raw_request(server.port, head_with_lines(128))
+    assert response.status == 200, response
+    assert len(json.loads(response.body)["scope"]["headers"]) == 128
