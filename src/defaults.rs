@@ -21,6 +21,10 @@ pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request head accepted (HTTP/2: header list); larger ones get 431.
 pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 
+/// Most header lines an HTTP/1 request head may have; more get 431. Room for 100 of the
+/// application's own and what proxies add, where hyper's default stops at 100.
+pub(crate) const MAX_HEADERS: usize = 128;
+
 /// Largest websocket message accepted from a client (`--ws-max-size`): 16 MiB.
 pub(crate) const WS_MAX_SIZE: usize = 16 * 1024 * 1024;
 

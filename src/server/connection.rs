@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use http_body::Body;
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -25,6 +26,7 @@ use super::http_versions::HttpVersions;
 use super::keep_alive::KeepAlive;
 use super::listener::Stream;
 use super::options::ServerOptions;
+use super::refusal;
 use crate::BoxError;
 use crate::connection_info::ConnectionInfo;
 use crate::layers::TrustedProxies;
@@ -44,7 +46,6 @@ pub(crate) enum Protocols {
 impl Protocols {
     pub(super) fn new(versions: HttpVersions, options: &ServerOptions) -> Self {
         let max_buf_size = options.max_header_bytes.max(8192);
-        // HTTP/1 keeps hyper's limit of 100 header lines, parsed without allocating; more get 431.
         let max_header_list = u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX);
         match versions {
             HttpVersions::Auto => {
@@ -54,6 +55,7 @@ impl Protocols {
                     .timer(TokioTimer::new())
                     .keep_alive(true)
                     .max_buf_size(max_buf_size)
+                    .max_headers(options.max_headers)
                     .header_read_timeout(options.header_read_timeout)
                     .auto_date_header(options.date_header);
                 builder
@@ -69,6 +71,7 @@ impl Protocols {
                     .timer(TokioTimer::new())
                     .keep_alive(true)
                     .max_buf_size(max_buf_size)
+                    .max_headers(options.max_headers)
                     .header_read_timeout(options.header_read_timeout)
                     .auto_date_header(options.date_header);
                 Protocols::Http1(builder)
@@ -197,9 +200,15 @@ where
                 budget.count();
             }
             let line = access_log.then(|| RequestLine::new(&request, connection.client));
-            let response = service.clone().oneshot(request);
+            let answer = match refusal::refusal(&request) {
+                Some(status) => Err(status),
+                None => Ok(service.clone().oneshot(request)),
+            };
             async move {
-                let response = response.await?;
+                let response = match answer {
+                    Ok(routed) => routed.await?.map(Either::Left),
+                    Err(status) => refusal::response(status).map(Either::Right),
+                };
                 let response = match line {
                     Some(line) => {
                         let status = response.status();

@@ -9,6 +9,7 @@ mod http_versions;
 mod keep_alive;
 mod listener;
 mod options;
+mod refusal;
 mod serve;
 mod tls;
 

@@ -17,6 +17,7 @@ pub struct ServerOptions {
     pub(crate) timeout_graceful_shutdown: Option<Duration>,
     pub(crate) header_read_timeout: Duration,
     pub(crate) max_header_bytes: usize,
+    pub(crate) max_headers: usize,
     pub(crate) http: HttpVersions,
     pub(crate) tls: Option<TlsOptions>,
     pub(crate) backlog: u32,
@@ -33,6 +34,7 @@ impl Default for ServerOptions {
             timeout_graceful_shutdown: None,
             header_read_timeout: defaults::HEADER_READ_TIMEOUT,
             max_header_bytes: defaults::MAX_HEADER_BYTES,
+            max_headers: defaults::MAX_HEADERS,
             http: HttpVersions::Auto,
             tls: None,
             backlog: defaults::BACKLOG,
@@ -79,6 +81,14 @@ impl ServerOptions {
     /// (default: 64 KiB).
     pub fn max_header_bytes(mut self, bytes: usize) -> Self {
         self.max_header_bytes = bytes;
+        self
+    }
+
+    /// Most header lines an HTTP/1 request head may have; more get 431 (default: 128).
+    /// Above hyper's 100, each request head is parsed into two arrays of this many entries
+    /// on the heap (about 8 KiB at 128) rather than on the stack.
+    pub fn max_headers(mut self, lines: usize) -> Self {
+        self.max_headers = lines;
         self
     }
 

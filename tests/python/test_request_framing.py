@@ -1,0 +1,138 @@
+"""What the server refuses or cuts off before a request reaches the app (RFC 9112, issue #12).
+
+Raw sockets throughout: a client library would refuse to send most of these requests, and
+hides whether the server closed the connection afterwards.
+"""
+
+import json
+
+import pytest
+
+from harness import RawConnection, raw_request
+
+pytestmark = pytest.mark.rust_only
+
+
+@pytest.fixture
+def server(server_factory):
+    return server_factory("pyapp.conformance:app")
+
+
+def refused(server, raw: bytes):
+    """Sends ``raw``; returns the response and whether the server then closed the connection."""
+    with RawConnection(server.port, timeout=5) as conn:
+        conn.send(raw)
+        response = conn.read_response()
+        return response, conn.read_to_eof() == b""
+
+
+def paths_seen_by_the_app(server) -> list[str]:
+    return json.loads(raw_request(server.port, b"GET /seen HTTP/1.1\r\nHost: t\r\n\r\n").body)
+
+
+# --- Transfer-Encoding ------------------------------------------------------------------
+
+CHUNKED_ABC = b"3\r\nabc\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "framing, status",
+    [
+        (b"Transfer-Encoding: identity, chunked\r\n", 400),
+        (b"Transfer-Encoding: chunked, chunked\r\n", 400),
+        (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", 400),
+        (b"Transfer-Encoding: , chunked\r\n", 400),
+        (b"Transfer-Encoding: gzip, chunked\r\n", 501),
+        (b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n", 501),
+        (b"Transfer-Encoding: x-compress;level=1 , chunked\r\n", 501),
+    ],
+    ids=["identity", "chunked-twice", "two-lines", "empty-element", "gzip", "gzip-line", "x-compress"],
+)
+def test_a_transfer_encoding_other_than_one_plain_chunked_is_refused(server, framing, status):
+    path = f"/echo?te-{status}-{len(framing)}"
+    request = f"POST {path} HTTP/1.1\r\nHost: t\r\n".encode() + framing + b"\r\n" + CHUNKED_ABC
+    response, closed = refused(server, request + b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert response.status == status, response
+    assert response.header("connection") == "close"
+    assert closed, "the connection must close: its framing cannot be trusted"
+    assert path not in paths_seen_by_the_app(server)
+
+
+def test_plain_chunked_in_any_case_is_served_and_kept_alive(server):
+    with RawConnection(server.port, timeout=5) as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: Chunked \r\n\r\n" + CHUNKED_ABC)
+        assert conn.read_response().body == b"abc"
+        conn.send(b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert conn.read_response().status == 200
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+    ],
+    ids=["length-first", "chunked-first"],
+)
+def test_content_length_beside_transfer_encoding_is_framed_as_chunked_and_closes(server, framing):
+    # hyper frames such a request by Transfer-Encoding alone, drops its Content-Length and
+    # closes the connection after the response (RFC 9112 §6.1 allows this instead of a
+    # 400): the body is the chunked one and nothing after it is read as another request.
+    request = b"POST /scope HTTP/1.1\r\nHost: t\r\n" + framing + b"\r\n" + b"9\r\nabcdefghi\r\n0\r\n\r\n"
+    response, closed = refused(server, request + b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert response.status == 200
+    headers = [name for name, _ in json.loads(response.body)["scope"]["headers"]]
+    assert {"bytes": "content-length"} not in headers
+    assert closed
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue #12: hyper 1.12 removes Content-Length from a request that also has "
+    "Transfer-Encoding before any service sees it, and has no setting to refuse it",
+)
+def test_content_length_beside_transfer_encoding_is_refused(server):
+    request = b"POST /echo?cl-te HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+    response, _ = refused(server, request + CHUNKED_ABC)
+    assert response.status == 400
+
+
+# --- Host ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /ok?no-host HTTP/1.1\r\n\r\n",
+        b"GET /ok?two-hosts HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET /ok?two-hosts-1.0 HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n",
+    ],
+    ids=["missing", "twice", "twice-http-1.0"],
+)
+def test_a_missing_or_repeated_host_is_a_bad_request(server, head):
+    response, closed = refused(server, head)
+    assert response.status == 400, response
+    assert closed
+    path = head.split(b" ")[1].decode()
+    assert path not in paths_seen_by_the_app(server)
+
+
+def test_http_1_0_needs_no_host_and_an_empty_host_is_valid(server):
+    assert raw_request(server.port, b"GET /ok HTTP/1.0\r\n\r\n").status == 200
+    assert raw_request(server.port, b"GET /ok HTTP/1.1\r\nHost:\r\n\r\n").status == 200
+
+
+# --- Header count -------------------------------------------------------------------------
+
+
+def head_with_lines(count: int) -> bytes:
+    """A GET whose head has ``count`` header lines, ``Host`` included."""
+    lines = b"".join(b"x-h%d: v\r\n" % i for i in range(count - 1))
+    return b"GET /scope HTTP/1.1\r\nHost: t\r\n" + lines + b"\r\n"
+
+
+def test_128_header_lines_are_served(server):
+    # One more gets 431: test_http_protocol.py, test_more_than_128_header_lines_get_431_...
+    response = raw_request(server.port, head_with_lines(128))
+    assert response.status == 200, response
+    assert len(json.loads(response.body)["scope"]["headers"]) == 128
