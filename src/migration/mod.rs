@@ -1,0 +1,15 @@
+//! Tools for moving a Python service to Axum one route at a time, and staying sure nothing
+//! broke: one OpenAPI document for both sides ([`OpenApiMerge`]).
+//!
+//! docs/migration.md shows each tool in the order a team meets them; the `openapi_merge`
+//! example uses them on the items service of `pyapp/service.py`.
+
+mod json_diff;
+mod merge;
+mod openapi;
+mod operation_diff;
+mod path_template;
+mod python_side;
+mod schema;
+
+pub use openapi::{MergedOpenApi, OpenApiMerge};

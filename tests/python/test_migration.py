@@ -1,0 +1,130 @@
+"""The migration tools (src/migration/, docs/migration.md) through their examples.
+
+- ``openapi_merge``: one OpenAPI document at the Python app's ``openapi_url``, with
+  ``GET /items/{id}`` and ``GET /version`` from Rust (utoipa) and the rest of
+  pyapp/service.py from Python, each operation marked ``x-served-by``.
+
+The examples are started from target/release/examples like in test_examples.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from openapi_spec_validator import validate
+
+from harness import REPO_ROOT, server_env
+from test_examples import EXAMPLES_DIR, client, log_line, served_by, start_example
+
+pytestmark = pytest.mark.rust_only
+
+DRIFTED = "pyapp.migration_apps:drifted"
+OPERATION_KEYS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+@pytest.fixture(scope="module")
+def merged():
+    server = start_example("openapi_merge")
+    yield server
+    server.stop()
+
+
+def operations(document: dict) -> dict[tuple[str, str], dict]:
+    """``(METHOD, path) -> operation`` of an OpenAPI document."""
+    return {
+        (method.upper(), path): operation
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if method in OPERATION_KEYS
+    }
+
+
+def test_openapi_one_document_marks_who_serves_each_operation(merged):
+    with client(merged) as http:
+        document = http.get("/openapi.json").json()
+    served = {key: operation.get("x-served-by") for key, operation in operations(document).items()}
+    assert served[("GET", "/items/{item_id}")] == "rust"
+    assert served[("GET", "/version")] == "rust"
+    for key in [("PUT", "/items/{item_id}"), ("DELETE", "/items/{item_id}"), ("GET", "/items"),
+                ("POST", "/items"), ("GET", "/api/v1/items/{item_id}"), ("GET", "/health")]:
+        assert served[key] == "python", key
+    assert sorted(key for key, side in served.items() if side == "rust") == [
+        ("GET", "/items/{item_id}"), ("GET", "/version"),
+    ]
+    # One path for the moved operation: Rust's `{id}` is written with Python's `{item_id}`.
+    assert "/items/{id}" not in document["paths"]
+    moved = document["paths"]["/items/{item_id}"]["get"]
+    assert moved["operationId"] == "get_item"  # utoipa's, not FastAPI's
+    assert [p["name"] for p in moved["parameters"]] == ["item_id"]
+    # The Python app's own document is the base.
+    assert document["info"]["title"] == "items service"
+    assert set(document["components"]["schemas"]) >= {"Item", "ItemIn", "Detail", "Version"}
+
+
+def test_openapi_merged_document_is_valid_openapi_3(merged):
+    with client(merged) as http:
+        response = http.get("/openapi.json")
+    assert response.headers["content-type"] == "application/json"
+    document = response.json()
+    assert document["openapi"].startswith("3.")
+    validate(document)  # raises on the first error
+
+
+def test_openapi_moved_routes_answer_from_rust(merged):
+    with client(merged) as http:
+        item = http.get("/items/2")
+        assert (item.status_code, served_by(item)) == (200, "rust")
+        assert item.json() == {"id": 2, "name": "Gadget", "price": 24.5, "tags": ["tools", "electronics"]}
+        missing = http.get("/items/999")
+        assert (missing.status_code, served_by(missing), missing.json()) == (404, "rust", {"detail": "Item not found"})
+        assert http.get("/version").json() == {"version": "0.1.0"}
+        # The path's other methods still reach Python.
+        replaced = http.put("/items/3", json={"name": "Gizmo", "price": 4.5})
+        assert (replaced.status_code, served_by(replaced)) == (200, "python")
+
+
+def test_openapi_docs_page_of_the_python_app_loads_the_merged_document(merged):
+    with client(merged) as http:
+        docs = http.get("/docs")
+        assert (docs.status_code, served_by(docs)) == (200, "python")
+        assert "url: '/openapi.json'" in docs.text
+        document = http.get("/openapi.json")
+    # What that URL serves is the merged document, not FastAPI's own.
+    assert served_by(document) is None  # not the Python middleware's mark
+    assert document.json()["paths"]["/version"]["get"]["x-served-by"] == "rust"
+
+
+def test_openapi_merge_is_logged_at_startup(merged):
+    line = log_line(merged, "OpenAPI: one document at /openapi.json")
+    assert "2 operations from Rust, 12 from Python" in line
+    assert "defined differently" not in merged.logs()
+
+
+def test_openapi_conflicting_definition_is_a_warning():
+    server = start_example("openapi_merge", app=DRIFTED)
+    try:
+        line = log_line(server, r"WARN .*OpenAPI: GET /items/\{item_id\} is defined differently")
+        assert 'parameter path item_id: /schema/type: rust "integer", python "string"' in line
+        assert "response 200 application/json: " in line and "/properties/sku" in line
+        log_line(server, r"WARN .*components/schemas/Item differs between Rust and Python; Rust's is published as Item_rust")
+        # Served all the same, from Rust's definition.
+        with client(server) as http:
+            document = http.get("/openapi.json").json()
+        moved = document["paths"]["/items/{item_id}"]["get"]
+        assert moved["x-served-by"] == "rust"
+        assert moved["parameters"][0]["schema"]["type"] == "integer"
+        validate(document)
+    finally:
+        server.stop()
+
+
+def test_openapi_conflicting_definition_is_an_error_when_strict():
+    command = [str(EXAMPLES_DIR / "openapi_merge"), "--bind", "127.0.0.1:0", "--app", DRIFTED, "--strict"]
+    finished = subprocess.run(
+        command, cwd=REPO_ROOT, env=server_env(), stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert finished.returncode != 0
+    assert "OpenAPI (strict): GET /items/{item_id} is defined differently" in finished.stderr
+    assert "listening on" not in finished.stderr
