@@ -3,7 +3,10 @@
 //! app's. The app's `openapi_url` (`/openapi.json`) serves both sides merged, every operation
 //! marked `x-served-by: rust` or `python`, so the app's own `/docs` page shows one API.
 //!
-//! `cargo run --release --example openapi_merge -- [--bind 127.0.0.1:3000] [--app pyapp.service:app] [--strict]`
+//! `cargo run --release --example openapi_merge -- [--bind 127.0.0.1:3000] [--app pyapp.service:app] [--strict] [--ownership-path /migration/ownership]`
+//!
+//! Who answers each operation is logged at start-up and served as JSON at
+//! `/migration/ownership`.
 //!
 //! Where a Rust operation's parameters or response schema differ from the Python definition
 //! of the same operation, start-up logs a warning naming it; with `--strict` it refuses to
@@ -16,7 +19,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::any_service;
 use clap::Parser;
-use rust_asgi_server::migration::OpenApiMerge;
+use rust_asgi_server::migration::{OpenApiMerge, OwnershipReport};
 use rust_asgi_server::{AsgiService, PythonApp, Server};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -33,6 +36,9 @@ struct Cli {
     /// Refuse to start when Rust and Python define an operation differently.
     #[arg(long)]
     strict: bool,
+    /// Where the ownership report (who answers each operation) is served, as JSON.
+    #[arg(long, default_value = "/migration/ownership")]
+    ownership_path: String,
 }
 
 #[tokio::main]
@@ -46,13 +52,22 @@ async fn main() -> Result<(), rust_asgi_server::Error> {
         .routes(rest_to_python(routes!(get_item), &asgi))
         .routes(routes!(version))
         .split_for_parts();
+    // Who answers what: the Python route table against the Rust document. Logged now
+    // ("2 of 31 operations in Rust"), served as JSON below.
+    let ownership = OwnershipReport::builder(&python)
+        .documented(&rust_api)
+        .collect()
+        .await?;
     let openapi = OpenApiMerge::new(rust_api)
         .strict(cli.strict)
         .build(&python)
         .await?;
     // Merged now, so that a drift is logged (or refused) at start-up, not at the first request.
     openapi.document().await?;
-    let router = rust_routes.merge(openapi.router()).fallback_service(asgi);
+    let router = rust_routes
+        .merge(openapi.router())
+        .merge(ownership.router(&cli.ownership_path))
+        .fallback_service(asgi);
     Server::new(router).bind(cli.args.bind).serve(python).await
 }
 

@@ -20,7 +20,7 @@ use super::path_template::{parameter_names, shape};
 use super::schema::normalized;
 
 /// The operation keys of an OpenAPI path item.
-const METHODS: [&str; 8] = [
+pub(crate) const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];
 

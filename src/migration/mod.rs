@@ -1,5 +1,6 @@
 //! Tools for moving a Python service to Axum one route at a time, and staying sure nothing
-//! broke: one OpenAPI document for both sides ([`OpenApiMerge`]).
+//! broke: one OpenAPI document for both sides ([`OpenApiMerge`]), who answers what
+//! ([`OwnershipReport`]).
 //!
 //! docs/migration.md shows each tool in the order a team meets them; the `openapi_merge`
 //! example uses them on the items service of `pyapp/service.py`.
@@ -8,8 +9,10 @@ mod json_diff;
 mod merge;
 mod openapi;
 mod operation_diff;
+mod ownership;
 mod path_template;
 mod python_side;
 mod schema;
 
 pub use openapi::{MergedOpenApi, OpenApiMerge};
+pub use ownership::{Operation, Owner, OwnershipReport, OwnershipReportBuilder, Summary};

@@ -1,5 +1,5 @@
 //! What the migration tools read from the Python app itself: where it serves its OpenAPI
-//! document, and the document. Read on the loop thread, where the app
+//! document, the document, and its route table. Read on the loop thread, where the app
 //! lives (the Python half is `python_side.py`).
 
 use pyo3::prelude::*;
@@ -9,6 +9,17 @@ use serde_json::Value;
 
 use crate::app::{LoopCalls, PythonApp};
 use crate::error::{Error, ErrorKind};
+
+/// An HTTP route of the Python app.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PythonRoute {
+    /// `GET`, `POST`, …; HEAD only where the route has no GET.
+    pub(crate) method: String,
+    /// The path template, prefixes of mounts and included routers applied: `/items/{item_id}`.
+    pub(crate) path: String,
+    /// Listed in the app's OpenAPI document (`include_in_schema`).
+    pub(crate) documented: bool,
+}
 
 /// Reads the app; cheap to clone, usable while the server runs.
 #[derive(Clone)]
@@ -47,6 +58,23 @@ impl PythonSide {
                 err,
             )
         })
+    }
+
+    /// Every HTTP route of the app, in its routing order (websockets are left out).
+    pub(crate) async fn routes(&self) -> Result<Vec<PythonRoute>, Error> {
+        let rows: Vec<(String, String, bool)> = self
+            .call("cannot read the app's routes", |helpers, app| {
+                helpers.call_method1("routes", (app,))?.extract()
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(method, path, documented)| PythonRoute {
+                method,
+                path,
+                documented,
+            })
+            .collect())
     }
 
     async fn call<T: Send + 'static>(

@@ -2,7 +2,8 @@
 
 - ``openapi_merge``: one OpenAPI document at the Python app's ``openapi_url``, with
   ``GET /items/{id}`` and ``GET /version`` from Rust (utoipa) and the rest of
-  pyapp/service.py from Python, each operation marked ``x-served-by``.
+  pyapp/service.py from Python, each operation marked ``x-served-by``; and the ownership
+  report (who answers each operation), logged and served at ``/migration/ownership``.
 
 The examples are started from target/release/examples like in test_examples.py.
 """
@@ -128,3 +129,45 @@ def test_openapi_conflicting_definition_is_an_error_when_strict():
     assert finished.returncode != 0
     assert "OpenAPI (strict): GET /items/{item_id} is defined differently" in finished.stderr
     assert "listening on" not in finished.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# Ownership report
+# ---------------------------------------------------------------------------------------
+
+
+def ownership(server) -> dict:
+    with client(server) as http:
+        response = http.get("/migration/ownership")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    return response.json()
+
+
+def test_ownership_lists_every_python_route_and_rust_operation(merged):
+    report = ownership(merged)
+    rows = {(row["method"], row["path"]): row for row in report["operations"]}
+    # The Python route table, mounts and included routers followed (pyapp/service.py).
+    python_routes = {key for key, row in rows.items() if row["python_route"]}
+    assert {("GET", "/items"), ("POST", "/items"), ("GET", "/items/{item_id}"),
+            ("DELETE", "/api/v1/items/{item_id}"), ("GET", "/api/v1/reports/summary"),
+            ("GET", "/docs"), ("GET", "/openapi.json"), ("PATCH", "/{prefix}/whoami")} <= python_routes
+    assert ("HEAD", "/docs") not in rows  # implied by GET
+    assert rows[("GET", "/docs")]["python_documented"] is False
+    assert rows[("GET", "/health")]["python_documented"] is True
+    # What Rust documents: the moved operation under Python's path, and the Rust-only one.
+    assert rows[("GET", "/items/{item_id}")] == {
+        "method": "GET", "path": "/items/{item_id}", "owner": "rust",
+        "python_route": True, "python_documented": True, "rust_documented": True,
+    }
+    assert rows[("GET", "/version")]["python_route"] is False
+    assert rows[("PUT", "/items/{item_id}")]["owner"] == "python"
+    rust = sum(row["owner"] == "rust" for row in report["operations"])
+    assert (report["rust"], report["python"]) == (rust, len(rows) - rust)
+
+
+def test_ownership_summary_is_logged_at_startup(merged):
+    report = ownership(merged)
+    line = log_line(merged, r"ownership: \d+ of \d+ operations in Rust")
+    assert f"ownership: {report['rust']} of {len(report['operations'])} operations in Rust (" in line
+    assert "GET /items/{item_id}" in line and "GET /version" in line
