@@ -4,6 +4,9 @@
   ``GET /items/{id}`` and ``GET /version`` from Rust (utoipa) and the rest of
   pyapp/service.py from Python, each operation marked ``x-served-by``; and the ownership
   report (who answers each operation), logged and served at ``/migration/ownership``.
+- ``shadow_compare``: Rust routes behind a ``ShadowLayer`` that also asks the Python app
+  and compares; ``GET /items/{item_id}`` drifted on purpose (its 404 detail), ``GET /health``
+  adds an ignored field, ``GET /slow`` answers at once where Python sleeps.
 
 The examples are started from target/release/examples like in test_examples.py.
 """
@@ -11,6 +14,7 @@ The examples are started from target/release/examples like in test_examples.py.
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 from openapi_spec_validator import validate
@@ -171,3 +175,103 @@ def test_ownership_summary_is_logged_at_startup(merged):
     line = log_line(merged, r"ownership: \d+ of \d+ operations in Rust")
     assert f"ownership: {report['rust']} of {len(report['operations'])} operations in Rust (" in line
     assert "GET /items/{item_id}" in line and "GET /version" in line
+
+
+# ---------------------------------------------------------------------------------------
+# Shadow comparison
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shadowed():
+    server = start_example("shadow_compare")
+    yield server
+    server.stop()
+
+
+def stats(server) -> dict:
+    with client(server) as http:
+        return http.get("/shadow/stats").json()
+
+
+def wait_for_stats(server, expected: dict, timeout: float = 10.0) -> dict:
+    """The counters once each one in ``expected`` has reached its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = stats(server)
+        if all(counts[name] >= value for name, value in expected.items()):
+            return counts
+        assert time.monotonic() < deadline, f"counters {counts}, expected at least {expected}"
+        time.sleep(0.05)
+
+
+def test_shadow_mismatch_is_counted_and_logged_while_the_client_gets_rust(shadowed):
+    before = stats(shadowed)
+    with client(shadowed) as http:
+        missing = http.get("/items/999")
+    # The client sees the Rust answer, drift included.
+    assert (missing.status_code, served_by(missing), missing.json()) == (404, "rust", {"detail": "Not found"})
+    after = wait_for_stats(shadowed, {"mismatched": before["mismatched"] + 1, "compared": before["compared"] + 1})
+    assert after["failed"] == before["failed"]
+    line = log_line(shadowed, r"WARN .*shadow: GET /items/999 answered differently by Python")
+    assert line.endswith('body /detail: rust "Not found", python "Item not found"')
+    # Python did answer that request (its own log line), beside the Rust one.
+    assert 'pyapp.service: request_id=' in log_line(shadowed, r'"GET /items/999" 404')
+
+
+def test_shadow_equal_answers_are_compared_without_a_mismatch(shadowed):
+    before = stats(shadowed)
+    with client(shadowed) as http:
+        item = http.get("/items/1")
+        health = http.get("/health")
+    assert (served_by(item), item.json()["name"]) == ("rust", "Widget")
+    assert (served_by(health), health.json()["status"]) == ("rust", "ok")
+    assert "checked_at" in health.json()  # left out of the comparison
+    after = wait_for_stats(shadowed, {"compared": before["compared"] + 2})
+    assert after["mismatched"] == before["mismatched"]
+    assert "shadow: GET /items/1 " not in shadowed.logs()
+    assert "shadow: GET /health " not in shadowed.logs()
+
+
+def test_shadow_does_not_delay_the_client(shadowed):
+    before = stats(shadowed)
+    with client(shadowed) as http:
+        started = time.monotonic()
+        response = http.get("/slow", params={"seconds": 2})
+        elapsed = time.monotonic() - started
+    assert (served_by(response), response.json()) == ("rust", {"slept": 2.0})
+    assert elapsed < 1.0, f"the client waited {elapsed:.2f}s for a Python side that sleeps 2s"
+    # Compared once Python has answered, and equal.
+    assert stats(shadowed)["compared"] == before["compared"]
+    after = wait_for_stats(shadowed, {"compared": before["compared"] + 1})
+    assert after["mismatched"] == before["mismatched"]
+
+
+def test_shadow_is_skipped_while_python_is_busy():
+    server = start_example("shadow_compare", "--max-in-flight", "1")
+    try:
+        with client(server) as http:
+            # The first request takes the only permit until Python has slept 2 s ...
+            assert served_by(http.get("/slow", params={"seconds": 2})) == "rust"
+            # ... so these are answered by Rust and not sent to Python at all.
+            for _ in range(3):
+                assert http.get("/items/999").json() == {"detail": "Not found"}
+        counts = stats(server)
+        assert (counts["skipped_busy"], counts["mismatched"]) == (3, 0)
+        assert wait_for_stats(server, {"compared": 1})["mismatched"] == 0
+        assert '"GET /items/999"' not in server.logs()  # never reached Python
+    finally:
+        server.stop()
+
+
+def test_shadow_share_samples_evenly():
+    server = start_example("shadow_compare", "--share", "0.5")
+    try:
+        with client(server) as http:
+            for _ in range(4):
+                assert http.get("/items/999").status_code == 404
+        counts = wait_for_stats(server, {"mismatched": 2})
+        time.sleep(0.3)  # nothing more arrives
+        assert stats(server)["mismatched"] == counts["mismatched"] == 2
+    finally:
+        server.stop()
