@@ -4,11 +4,13 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::thread::JoinHandle;
 
+use pyo3::prelude::*;
+
 use crate::asgi::lifespan::{self, RunningLifespan};
 use crate::asgi::{AsgiService, LifespanMode};
 use crate::defaults;
 use crate::error::{Error, ErrorKind};
-use crate::python::{AppSpec, EventLoop, Interface, LoopKind, interpreter};
+use crate::python::{AppSpec, EventLoop, Interface, LoopKind, format_traceback, interpreter};
 use crate::shutdown::Shutdown;
 
 /// A Python ASGI app running on its own loop thread.
@@ -60,6 +62,14 @@ impl PythonApp {
         )
     }
 
+    /// Runs code on the loop thread that reads the app itself (its OpenAPI document, its
+    /// route table), also after the server has taken the [`PythonApp`].
+    pub(crate) fn loop_calls(&self) -> LoopCalls {
+        LoopCalls {
+            event_loop: self.event_loop.clone(),
+        }
+    }
+
     /// What [`crate::Server`] drives its connections, and this app's websockets, with.
     pub(crate) fn shutdown_stages(&self) -> &Shutdown {
         &self.shutdown
@@ -94,6 +104,41 @@ impl PythonApp {
         self.event_loop.stop();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// A handle for running closures with the app object on its loop thread; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct LoopCalls {
+    event_loop: EventLoop,
+}
+
+impl LoopCalls {
+    /// Runs `call` with the app object on the loop thread, between two asyncio callbacks, and
+    /// returns its result. A Python exception becomes an error of `kind`: `what` failed,
+    /// then the traceback.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        kind: ErrorKind,
+        what: &'static str,
+        call: impl for<'py> FnOnce(&Bound<'py, PyAny>) -> PyResult<T> + Send + 'static,
+    ) -> Result<T, Error> {
+        let (result_tx, result_rx) = tokio::sync::oneshot::channel();
+        let event_loop = self.event_loop.clone();
+        self.event_loop.submit(Box::new(move |py| {
+            let result =
+                call(event_loop.objects().app.bind(py)).map_err(|err| format_traceback(py, &err));
+            let _ = result_tx.send(result);
+        }));
+        match result_rx.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(traceback)) => Err(Error::new(kind, format!("{what}:\n{traceback}"))),
+            // The loop thread dropped the call: it has stopped.
+            Err(_) => Err(Error::new(
+                ErrorKind::LoopDied,
+                format!("{what}: the Python event loop has stopped"),
+            )),
         }
     }
 }

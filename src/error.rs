@@ -35,6 +35,10 @@ pub enum ErrorKind {
     Config,
     /// The Python event loop stopped while serving.
     LoopDied,
+    /// A migration tool could not do its work: the Python app's OpenAPI document or route
+    /// table could not be read, or a strict check found Rust and Python definitions that
+    /// differ.
+    Migration,
     /// The process could not do what serving needs of the system: start a runtime, handle
     /// signals, start or supervise workers, watch files.
     System,
