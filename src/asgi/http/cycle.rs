@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 use super::response::{AppResponse, Step};
 use crate::asgi::awaitable::ready;
 use crate::asgi::body::{IncomingBody, RequestBody, ResponseBody, StreamItem};
+use crate::asgi::codec::message_type;
 use crate::asgi::cycle::{self, Asked, Cycle, Handler};
+use crate::asgi::disconnected::client_disconnected;
 use crate::asgi::parking::{Closed, Inbox, IntoMessage, Next, Outbox};
 use crate::asgi::scope::{self, RequestHead};
 use crate::python::{AppTask, EventLoop};
@@ -128,7 +130,14 @@ impl HttpCycle {
 
     fn send(slf: &Bound<'_, Self>, message: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let step = cycle::dispatch(&mut *slf.borrow_mut(), message)?;
+        let step = {
+            let mut cycle = slf.borrow_mut();
+            // Fired while the response is open, the token means hyper dropped the exchange.
+            if cycle.disconnect.is_cancelled() && !cycle.response.is_complete() {
+                return Err(client_disconnected(message_type(message)?.to_str()?));
+            }
+            cycle::dispatch(&mut *cycle, message)?
+        };
         match step {
             Step::Nothing => ready(py, None),
             Step::HandBack(answer, response) => {
@@ -140,9 +149,7 @@ impl HttpCycle {
             Step::Stream(stream, item) => {
                 match Outbox::push(slf, HttpCycle::outbox, &stream, item)? {
                     Ok(awaitable) => Ok(awaitable),
-                    // The client went away; like uvicorn, further body is dropped silently
-                    // and the app learns of it from `receive()`.
-                    Err(Closed) => ready(py, None),
+                    Err(Closed) => Err(client_disconnected("http.response.body")),
                 }
             }
         }

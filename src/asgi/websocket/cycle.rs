@@ -4,7 +4,6 @@
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
-use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt};
@@ -14,11 +13,14 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::event::{Event, close_frame};
-use super::io::run_connection;
+use super::io::{self, Connection};
 use crate::asgi::awaitable::ready;
 use crate::asgi::body::{ResponseBody, app_bytes};
-use crate::asgi::codec::{body, flag, headers, optional, plain_response, response_head};
+use crate::asgi::codec::{
+    body, flag, headers, message_type, optional, plain_response, response_head,
+};
 use crate::asgi::cycle::{self, Asked, Cycle, Handler};
+use crate::asgi::disconnected::client_disconnected;
 use crate::asgi::parking::{Closed, Inbox, Next, Outbox};
 use crate::asgi::scope::{self, RequestHead};
 use crate::asgi::violation::{self, bad_value, refusal, refuse, wrong_type};
@@ -27,8 +29,6 @@ use crate::shutdown::Shutdown;
 
 /// Messages from the client that may wait for the app before reading stops.
 const INCOMING_CAPACITY: usize = 16;
-/// Messages from the app that may wait for the socket before `send` parks.
-const OUTGOING_CAPACITY: usize = 16;
 
 /// What accepting the handshake needs besides the answer.
 pub(super) struct Handshake {
@@ -86,7 +86,7 @@ enum Phase {
         body: BytesMut,
     },
     /// Accepted: frames go to the connection task.
-    Open(mpsc::Sender<Message>),
+    Open(Connection),
     /// The app closed the websocket or denied it; nothing more may be sent.
     Closed,
 }
@@ -155,10 +155,13 @@ impl Cycle for WebSocketCycle {
             Phase::Denying { answer, .. } => {
                 let _ = answer.send(internal_error());
             }
-            Phase::Open(sender) => {
+            Phase::Open(connection) => {
                 let code = if error.is_some() { 1011 } else { 1000 };
                 self.event_loop.runtime().spawn(async move {
-                    let _ = sender.send(close_frame(code, String::new())).await;
+                    let _ = connection
+                        .frames
+                        .send(close_frame(code, String::new()))
+                        .await;
                 });
             }
             Phase::Closed => {}
@@ -188,13 +191,21 @@ impl WebSocketCycle {
 
     fn send(slf: &Bound<'_, Self>, message: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let push = cycle::dispatch(&mut *slf.borrow_mut(), message)?;
+        let push = {
+            let mut cycle = slf.borrow_mut();
+            if let Phase::Open(connection) = &cycle.phase
+                && connection.closing.is_cancelled()
+            {
+                return Err(client_disconnected(message_type(message)?.to_str()?));
+            }
+            cycle::dispatch(&mut *cycle, message)?
+        };
         let Some((sender, frame)) = push else {
             return ready(py, None);
         };
         match Outbox::push(slf, WebSocketCycle::outbox, &sender, frame)? {
             Ok(awaitable) => Ok(awaitable),
-            Err(Closed) => Err(PyOSError::new_err("the websocket connection is closed")),
+            Err(Closed) => Err(client_disconnected(message_type(message)?.to_str()?)),
         }
     }
 }
@@ -214,6 +225,10 @@ impl WebSocketCycle {
         message_type: &str,
     ) -> PyResult<(Box<Handshake>, Answer, mpsc::Sender<Event>)> {
         match std::mem::replace(&mut self.phase, Phase::Closed) {
+            // hyper dropped the handshake: the client left before the app answered.
+            Phase::Handshake { answer, .. } if answer.is_closed() => {
+                Err(client_disconnected(message_type))
+            }
             Phase::Handshake {
                 handshake,
                 answer,
@@ -251,27 +266,22 @@ impl WebSocketCycle {
             HeaderValue::from_static("upgrade"),
         );
         response_headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, accept_key);
-        let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_CAPACITY);
-        shutdown.tasks.spawn_on(
-            run_connection(
-                on_upgrade,
-                config,
-                incoming,
-                outgoing.clone(),
-                outgoing_rx,
-                shutdown.clone(),
-            ),
+        let connection = io::spawn(
+            on_upgrade,
+            config,
+            incoming,
+            &shutdown,
             self.event_loop.runtime(),
         );
         let _ = answer.send(response);
-        self.phase = Phase::Open(outgoing);
+        self.phase = Phase::Open(connection);
         Ok(None)
     }
 
     fn send_data(&mut self, message: &Bound<'_, PyDict>) -> PyResult<Push> {
         let py = message.py();
         let sender = match &self.phase {
-            Phase::Open(sender) => sender.clone(),
+            Phase::Open(connection) => connection.frames.clone(),
             other => return Err(refusal(other, "websocket.send")),
         };
         let frame = if let Some(text) = optional(message, intern!(py, "text"))? {
@@ -305,11 +315,11 @@ impl WebSocketCycle {
         };
         match std::mem::replace(&mut self.phase, Phase::Closed) {
             // Closing before accepting refuses the handshake, as uvicorn does.
-            Phase::Handshake { answer, .. } => {
-                let _ = answer.send(plain_response(StatusCode::FORBIDDEN, ""));
-                Ok(None)
-            }
-            Phase::Open(sender) => Ok(Some((sender, close_frame(code, reason)))),
+            Phase::Handshake { answer, .. } => answer
+                .send(plain_response(StatusCode::FORBIDDEN, ""))
+                .map(|()| None)
+                .map_err(|_| client_disconnected("websocket.close")),
+            Phase::Open(connection) => Ok(Some((connection.frames, close_frame(code, reason)))),
             other => refuse(&mut self.phase, other, "websocket.close"),
         }
     }
