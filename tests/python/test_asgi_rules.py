@@ -10,13 +10,18 @@ observed is read back from its ``/report`` (or ``/record``) route.
 from __future__ import annotations
 
 import asyncio
+import os
+import random
+import re
+import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from harness import RawConnection, start_server, strip_access_lines
+from harness import IncompleteResponse, RawConnection, start_server, strip_access_lines
 
 pytestmark = [pytest.mark.rust_only, pytest.mark.timeout(180)]
 
@@ -51,6 +56,11 @@ def error_lines(server, settle: float = 0.5) -> list[str]:
 
 def post_head(path: str, length: int) -> bytes:
     return f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {length}\r\n\r\n".encode()
+
+
+def chunked_post(path: str, body: bytes) -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    return head + body
 
 
 # --- when the app starts -----------------------------------------------------------------------
@@ -118,3 +128,99 @@ def test_websocket_send_after_the_client_left_raises_client_disconnected(ws_serv
         assert time.monotonic() < deadline, "the app recorded nothing"
         time.sleep(0.05)
     assert record == {"found": True, "raised": "ClientDisconnected", "oserror": True}
+
+
+# --- a malformed request body is the client's fault --------------------------------------------
+
+MALFORMED_CHUNKED = {
+    "bad size": b"zz\r\nhello\r\n0\r\n\r\n",
+    "overflowing size": b"fffffffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+    "0x prefix": b"0x5\r\nhello\r\n0\r\n\r\n",
+    "negative size": b"-5\r\nhello\r\n0\r\n\r\n",
+    "no CRLF after the data": b"5\r\nhello0\r\n\r\n",
+    "data longer than its size": b"5\r\nhello world\r\n0\r\n\r\n",
+    "bare LF in the size line": b"5\nhello\r\n0\r\n\r\n",
+}
+
+
+def test_a_malformed_chunked_body_is_400_and_no_error(server):
+    statuses = {}
+    for name, body in MALFORMED_CHUNKED.items():
+        with RawConnection(server.port) as conn:
+            conn.send(chunked_post("/echo", body))
+            try:
+                statuses[name] = conn.read_response().status
+            except IncompleteResponse:
+                statuses[name] = None
+    assert statuses == {name: 400 for name in MALFORMED_CHUNKED}
+    assert error_lines(server) == []
+
+
+def mutate(rng: random.Random, request: bytes, body_start: int) -> bytes:
+    """One bit flip, byte insertion or truncation, three times in four inside the body."""
+    data = bytearray(request)
+    at = rng.randrange(body_start, len(data)) if rng.random() < 0.75 else rng.randrange(len(data))
+    kind = rng.choice(("flip", "flip", "insert", "truncate"))
+    if kind == "flip":
+        data[at] ^= 1 << rng.randrange(8)
+    elif kind == "insert":
+        data.insert(at, rng.choice(b"\r\n;0-9afxX \t\x00\xff"))
+    else:
+        del data[at:]
+    return bytes(data)
+
+
+def statuses_for(port: int, request: bytes, idle: float = 0.3) -> list[int]:
+    """The status of every response to ``request``, sent on its own connection; a request
+    the server still waits on after ``idle`` seconds of silence is abandoned."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        sock.settimeout(idle)
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (socket.timeout, ConnectionResetError):
+            pass
+    return [int(status) for status in re.findall(rb"(?:^|\r\n)HTTP/1\.1 (\d{3}) ", received)]
+
+
+def test_mutated_chunked_requests_never_get_a_5xx_and_memory_stays_flat(server):
+    """A bounded mutation fuzzer: FUZZ_REQUESTS requests (default 3000) or FUZZ_SECONDS
+    (default 60), seeded by FUZZ_SEED."""
+    requests = int(os.environ.get("FUZZ_REQUESTS", "3000"))
+    seconds = float(os.environ.get("FUZZ_SECONDS", "60"))
+    rng = random.Random(int(os.environ.get("FUZZ_SEED", "12")))
+    head = (
+        b"POST /echo HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\n"
+        b"Transfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"
+    )
+    valid = head + b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n"
+    mutated = [mutate(rng, valid, len(head)) for _ in range(requests)]
+    with ThreadPoolExecutor(16) as pool:
+        assert list(pool.map(lambda _: statuses_for(server.port, valid), range(300))) == [[200]] * 300
+        rss_before = server.rss_kb()
+        deadline = time.monotonic() + seconds
+
+        def send(request: bytes) -> list[int] | None:
+            return statuses_for(server.port, request) if time.monotonic() < deadline else None
+
+        answers = list(pool.map(send, mutated))
+    grown = server.rss_kb() - rss_before
+    sent = sum(answer is not None for answer in answers)
+    server_errors = [
+        request for request, answer in zip(mutated, answers) if answer and any(status >= 500 for status in answer)
+    ]
+    assert sent >= min(requests, 500), f"only {sent} requests in {seconds}s"
+    assert server_errors == [], f"{len(server_errors)} of {sent} got a 5xx, e.g. {server_errors[:3]}"
+    assert grown < 4096, f"RSS grew by {grown} KiB over {sent} malformed requests"
+    assert error_lines(server) == []
+
+
+def test_an_aborted_upload_is_not_an_error(server):
+    for _ in range(5):
+        with RawConnection(server.port) as conn:
+            conn.send(post_head("/echo", 100_000) + b"a" * 1000)
+            time.sleep(0.05)
+    assert server.alive()
+    assert error_lines(server, settle=1.0) == []
