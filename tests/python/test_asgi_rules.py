@@ -224,3 +224,22 @@ def test_an_aborted_upload_is_not_an_error(server):
             time.sleep(0.05)
     assert server.alive()
     assert error_lines(server, settle=1.0) == []
+
+
+# --- a faulty app response ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/fail/double-start", "/fail/body-not-bytes"])
+def test_an_invalid_message_before_any_byte_went_out_is_a_500(server, path):
+    with RawConnection(server.port) as conn:
+        conn.send(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        response = conn.read_response()
+    assert response.status == 500
+    assert response.body == b"Internal Server Error"
+
+
+@pytest.mark.parametrize("status", [99, 600, 999, 1000])
+def test_a_status_outside_100_to_599_is_an_app_error(server, status):
+    response = httpx.get(f"{server.url}/fail/status", params={"code": status})
+    assert response.status_code == 500
+    assert server.wait_for_log(f"invalid HTTP status code {status}", timeout=5), server.logs()

@@ -264,11 +264,9 @@ impl AppResponse {
                 let _ = answer.send(internal_error());
                 return;
             }
-            State::HeadHeld { answer, head, .. } => {
-                let (stream, receiver) = mpsc::channel(1);
-                let _ = stream.try_send(Err(aborted()));
-                let body = ResponseBody::channel(receiver, &self.disconnect);
-                let _ = answer.send(Response::from_parts(head, body));
+            // The head is still held back: nothing went out, so the client can be told.
+            State::HeadHeld { answer, .. } => {
+                let _ = answer.send(internal_error());
                 None
             }
             State::Streaming { stream, .. } | State::Trailers { stream, .. } => Some(stream),
@@ -331,7 +329,7 @@ fn open_pathsend(message: &Bound<'_, PyDict>) -> PyResult<(std::fs::File, u64)> 
     Ok((file, length))
 }
 
-/// The answer when the app fails before its response started.
+/// The answer when the app fails before any byte of its response went out.
 pub(super) fn internal_error() -> Response<ResponseBody> {
     let mut response = plain_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     response
