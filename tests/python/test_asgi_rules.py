@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from harness import IncompleteResponse, RawConnection, start_server, strip_access_lines
 
@@ -243,3 +244,19 @@ def test_a_status_outside_100_to_599_is_an_app_error(server, status):
     response = httpx.get(f"{server.url}/fail/status", params={"code": status})
     assert response.status_code == 500
     assert server.wait_for_log(f"invalid HTTP status code {status}", timeout=5), server.logs()
+
+
+# --- websockets ---------------------------------------------------------------------------------
+
+
+def test_a_websocket_app_that_returns_without_closing_aborts_the_connection(ws_server):
+    server = ws_server
+
+    async def main():
+        async with connect(f"ws://127.0.0.1:{server.port}/return-after-accept", open_timeout=10) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+        return closed.value
+
+    closed = asyncio.run(main())
+    assert closed.rcvd is None, f"the server sent a close frame {closed.rcvd}"

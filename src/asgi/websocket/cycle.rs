@@ -155,15 +155,16 @@ impl Cycle for WebSocketCycle {
             Phase::Denying { answer, .. } => {
                 let _ = answer.send(internal_error());
             }
-            Phase::Open(connection) => {
-                let code = if error.is_some() { 1011 } else { 1000 };
+            // An app that fails says so with 1011 (internal error).
+            Phase::Open(connection) if error.is_some() => {
                 self.event_loop.runtime().spawn(async move {
                     let _ = connection
                         .frames
-                        .send(close_frame(code, String::new()))
+                        .send(close_frame(1011, String::new()))
                         .await;
                 });
             }
+            Phase::Open(connection) => connection.app_ended(),
             Phase::Closed => {}
         }
     }

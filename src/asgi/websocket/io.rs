@@ -32,6 +32,16 @@ pub(super) struct Connection {
     /// Fired before the app hears that the session ends (the client's close frame, a broken
     /// connection, shutdown): whatever the app sends after that has no one to go to.
     pub(super) closing: CancellationToken,
+    app_ended: CancellationToken,
+}
+
+impl Connection {
+    /// The app ended without closing: once the frames it sent are written, the connection
+    /// is dropped without a close frame (the client sees 1006), as uvicorn does. A close
+    /// already under way is left to finish.
+    pub(super) fn app_ended(&self) {
+        self.app_ended.cancel();
+    }
 }
 
 /// Starts the connection task of an accepted websocket on `runtime`; events for the app go
@@ -47,14 +57,16 @@ pub(super) fn spawn(
     let connection = Connection {
         frames,
         closing: CancellationToken::new(),
+        app_ended: CancellationToken::new(),
     };
     let session = Session {
         incoming,
         outgoing: connection.frames.clone(),
         closing: connection.closing.clone(),
     };
+    let app_ended = connection.app_ended.clone();
     shutdown.tasks.spawn_on(
-        run_connection(on_upgrade, config, session, frames_rx, shutdown.clone()),
+        run_connection(on_upgrade, config, session, frames_rx, app_ended, shutdown.clone()),
         runtime,
     );
     connection
@@ -78,12 +90,14 @@ impl Session {
 
 /// Runs an accepted websocket: frames from the client go to the app with backpressure,
 /// frames from the app go to the client; pings are answered by tungstenite. When the server
-/// drains, both sides are told [`SERVICE_RESTART`]; when it closes, the socket is dropped.
+/// drains, both sides are told [`SERVICE_RESTART`]; when it closes, or the app ended without
+/// closing, the socket is dropped.
 async fn run_connection(
     on_upgrade: OnUpgrade,
     config: WebSocketConfig,
     session: Session,
     mut outgoing_rx: mpsc::Receiver<Message>,
+    app_ended: CancellationToken,
     shutdown: Shutdown,
 ) {
     let upgraded = match on_upgrade.await {
@@ -110,11 +124,30 @@ async fn run_connection(
             let _ = tokio::time::timeout(SERVICE_RESTART_GRACE, goodbye).await;
         }
     };
-    let writer = async move {
-        while let Some(frame) = outgoing_rx.recv().await {
-            let closing = matches!(frame, Message::Close(_));
-            if sink.send(frame).await.is_err() || closing {
-                break;
+    let dropped = CancellationToken::new();
+    let writer = {
+        let (closing, dropped) = (session.closing.clone(), dropped.clone());
+        async move {
+            let mut app_ended_heard = false;
+            loop {
+                tokio::select! {
+                    biased;
+                    frame = outgoing_rx.recv() => {
+                        let Some(frame) = frame else { break };
+                        let closing = matches!(frame, Message::Close(_));
+                        if sink.send(frame).await.is_err() || closing {
+                            break;
+                        }
+                    }
+                    // Heard only once the app's frames are written.
+                    () = app_ended.cancelled(), if !app_ended_heard => {
+                        app_ended_heard = true;
+                        if !closing.is_cancelled() {
+                            dropped.cancel();
+                            break;
+                        }
+                    }
+                }
             }
         }
     };
@@ -164,6 +197,7 @@ async fn run_connection(
     };
     tokio::select! {
         _ = async { tokio::join!(writer, reader) } => {}
+        () = dropped.cancelled() => {}
         () = restart => {}
         () = shutdown.closing.cancelled() => {}
     }
