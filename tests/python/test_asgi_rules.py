@@ -260,3 +260,26 @@ def test_a_websocket_app_that_returns_without_closing_aborts_the_connection(ws_s
 
     closed = asyncio.run(main())
     assert closed.rcvd is None, f"the server sent a close frame {closed.rcvd}"
+
+
+@pytest.mark.parametrize(
+    "code, raised",
+    [(999, "ValueError"), (1004, "ValueError"), (1005, "ValueError"), (1006, "ValueError"),
+     (1015, "ValueError"), (1016, "ValueError"), (2999, "ValueError"), (5000, "ValueError"),
+     (1000, None), (1003, None), (1007, None), (1014, None), (3000, None), (4999, None)],
+)
+def test_a_close_code_that_may_not_go_on_the_wire_raises_value_error(ws_server, code, raised):
+    server = ws_server
+    key = f"close-{code}"
+
+    async def main():
+        async with connect(f"ws://127.0.0.1:{server.port}/bad-close?code={code}&key={key}", open_timeout=10) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+        return closed.value
+
+    closed = asyncio.run(main())
+    record = httpx.get(f"{server.url}/record?key={key}").json()
+    assert record == {"found": True, "raised": raised}
+    expected = (1000, "recovered") if raised else (code, "")
+    assert closed.rcvd is not None and (closed.rcvd.code, closed.rcvd.reason) == expected

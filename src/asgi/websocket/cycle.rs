@@ -310,6 +310,11 @@ impl WebSocketCycle {
                 .map_err(|_| bad_value(format!("invalid websocket close code {code}")))?,
             None => 1000,
         };
+        if !may_be_sent(code) {
+            return Err(bad_value(format!(
+                "websocket close code {code} may not be sent (RFC 6455 §7.4)"
+            )));
+        }
         let reason = match optional(message, intern!(py, "reason"))? {
             Some(reason) => reason.extract::<String>()?,
             None => String::new(),
@@ -369,6 +374,13 @@ impl WebSocketCycle {
     }
 }
 
+/// Whether a close frame may carry `code`: 1005, 1006 and 1015 only report what happened
+/// locally, 1004 is reserved, the rest below 3000 is kept for the protocol (IANA registers
+/// 1000-1003 and 1007-1014), 3000-4999 are for libraries and apps.
+fn may_be_sent(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
 /// The answer to a handshake the app failed on.
 pub(super) fn internal_error() -> Response<ResponseBody> {
     plain_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
@@ -382,4 +394,19 @@ async fn next_event(mut source: Source) -> (Option<Source>, Event) {
     };
     let source = (!matches!(event, Event::Disconnect { .. })).then_some(source);
     (source, event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_codes_meant_for_the_wire_may_be_sent() {
+        for code in [1000, 1001, 1003, 1007, 1011, 1014, 3000, 4999] {
+            assert!(may_be_sent(code), "{code}");
+        }
+        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+            assert!(!may_be_sent(code), "{code}");
+        }
+    }
 }
