@@ -249,16 +249,20 @@ def test_a_status_outside_100_to_599_is_an_app_error(server, status):
 # --- websockets ---------------------------------------------------------------------------------
 
 
-def test_a_websocket_app_that_returns_without_closing_aborts_the_connection(ws_server):
-    server = ws_server
+def server_closes(server, path: str) -> ConnectionClosed:
+    """How the server ends a websocket on ``path`` that the client only listens to."""
 
-    async def main():
-        async with connect(f"ws://127.0.0.1:{server.port}/return-after-accept", open_timeout=10) as ws:
+    async def listen():
+        async with connect(f"ws://127.0.0.1:{server.port}{path}", open_timeout=10) as ws:
             with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), 10)
         return closed.value
 
-    closed = asyncio.run(main())
+    return asyncio.run(listen())
+
+
+def test_a_websocket_app_that_returns_without_closing_aborts_the_connection(ws_server):
+    closed = server_closes(ws_server, "/return-after-accept")
     assert closed.rcvd is None, f"the server sent a close frame {closed.rcvd}"
 
 
@@ -271,14 +275,7 @@ def test_a_websocket_app_that_returns_without_closing_aborts_the_connection(ws_s
 def test_a_close_code_that_may_not_go_on_the_wire_raises_value_error(ws_server, code, raised):
     server = ws_server
     key = f"close-{code}"
-
-    async def main():
-        async with connect(f"ws://127.0.0.1:{server.port}/bad-close?code={code}&key={key}", open_timeout=10) as ws:
-            with pytest.raises(ConnectionClosed) as closed:
-                await asyncio.wait_for(ws.recv(), 10)
-        return closed.value
-
-    closed = asyncio.run(main())
+    closed = server_closes(server, f"/bad-close?code={code}&key={key}")
     record = httpx.get(f"{server.url}/record?key={key}").json()
     assert record == {"found": True, "raised": raised}
     expected = (1000, "recovered") if raised else (code, "")
