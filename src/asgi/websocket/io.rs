@@ -66,7 +66,14 @@ pub(super) fn spawn(
     };
     let app_ended = connection.app_ended.clone();
     shutdown.tasks.spawn_on(
-        run_connection(on_upgrade, config, session, frames_rx, app_ended, shutdown.clone()),
+        run_connection(
+            on_upgrade,
+            config,
+            session,
+            frames_rx,
+            app_ended,
+            shutdown.clone(),
+        ),
         runtime,
     );
     connection
