@@ -116,9 +116,12 @@ pub(super) fn response_head(
     let status = status
         .cast::<PyInt>()
         .map_err(|_| wrong_type(format!("'{message_type}' status must be an int")))?;
+    // `http` takes 100 to 999; HTTP defines 100 to 599 (RFC 9110 §15), and clients may
+    // refuse the rest.
     let status = status
         .extract::<u16>()
         .ok()
+        .filter(|status| (100..600).contains(status))
         .and_then(|status| StatusCode::from_u16(status).ok())
         .ok_or_else(|| bad_value(format!("invalid HTTP status code {status}")))?;
     let (mut head, ()) = Response::new(()).into_parts();
@@ -220,6 +223,7 @@ mod tests {
         assert_eq!(error_of("{'status': 70000}", start), "ValueError");
         assert_eq!(error_of("{'status': -1}", start), "ValueError");
         assert_eq!(error_of("{'status': 42}", start), "ValueError");
+        assert_eq!(error_of("{'status': 600}", start), "ValueError");
     }
 
     #[test]

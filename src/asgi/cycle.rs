@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::message_type;
+use super::disconnected::ClientDisconnected;
 use super::violation::not_allowed;
 use crate::python::{AppTask, EventLoop, format_traceback};
 
@@ -33,12 +34,17 @@ pub(super) trait Cycle: PyClass<Frozen = False> + Into<PyClassInitializer<Self>>
     /// once, after [`Cycle::log_error`]; the client must not be left waiting.
     fn app_finished(&mut self, py: Python<'_>, error: Option<PyErr>);
 
-    /// Logs the exception the app's task ended with, as uvicorn logs a request's.
+    /// Logs the exception the app's task ended with, as uvicorn logs a request's; a
+    /// [`ClientDisconnected`] the app let through is no app error.
     fn log_error(&self, py: Python<'_>, error: &PyErr) {
-        tracing::error!(
-            "Exception in ASGI application\n{}",
-            format_traceback(py, error)
-        );
+        if error.is_instance_of::<ClientDisconnected>(py) {
+            tracing::debug!("the ASGI app ended on its client's disconnect: {error}");
+        } else {
+            tracing::error!(
+                "Exception in ASGI application\n{}",
+                format_traceback(py, error)
+            );
+        }
     }
 }
 

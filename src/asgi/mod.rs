@@ -10,12 +10,15 @@
 //! A message that breaks the protocol raises, the same in every bridge ([`violation`]):
 //! `RuntimeError` for a message not allowed now (an unknown type, the wrong order, after
 //! the end), `TypeError` for a field of the wrong Python type, `ValueError` for a bad value
-//! (a missing required key, an invalid status, header value or close code).
+//! (a missing required key, an invalid status, header value or close code). A message sent
+//! after the client has gone raises `rust_asgi_server.ClientDisconnected`, a subclass of
+//! `OSError` ([`disconnected`]).
 
 mod awaitable;
 mod body;
 mod codec;
 mod cycle;
+mod disconnected;
 mod http;
 pub(crate) mod lifespan;
 mod parking;

@@ -12,20 +12,24 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use tokio_util::sync::CancellationToken;
 
-use super::response::{AppResponse, Step};
+use super::response::{AppResponse, Ending, Step};
 use crate::asgi::awaitable::ready;
 use crate::asgi::body::{IncomingBody, RequestBody, ResponseBody, StreamItem};
+use crate::asgi::codec::message_type;
 use crate::asgi::cycle::{self, Asked, Cycle, Handler};
+use crate::asgi::disconnected::client_disconnected;
 use crate::asgi::parking::{Closed, Inbox, IntoMessage, Next, Outbox};
 use crate::asgi::scope::{self, RequestHead};
 use crate::python::{AppTask, EventLoop};
 
 /// Runs on the loop thread: builds the scope and starts the app. `asked.gone` is the
 /// request's disconnect: it fires when hyper drops the request or its response body.
+/// `body_failed` fires when reading the request body fails.
 pub(super) fn start(
     py: Python<'_>,
     head: RequestHead,
     body: RequestBody,
+    body_failed: CancellationToken,
     root_path: &str,
     asked: Asked<Response<ResponseBody>>,
 ) {
@@ -40,6 +44,7 @@ pub(super) fn start(
         outbox: Outbox::new(),
         response: AppResponse::new(answer, head_request, disconnect.clone()),
         disconnect,
+        body_failed,
         event_loop,
     };
     let event_loop = cycle.event_loop.clone();
@@ -68,6 +73,9 @@ pub(super) struct HttpCycle {
     inbox: Inbox<RequestBody, Incoming>,
     outbox: Outbox<StreamItem>,
     disconnect: CancellationToken,
+    /// Fired by the read that found the request body broken: the client's fault, not the
+    /// app's.
+    body_failed: CancellationToken,
     response: AppResponse,
 }
 
@@ -100,7 +108,14 @@ impl Cycle for HttpCycle {
     }
 
     fn app_finished(&mut self, _py: Python<'_>, error: Option<PyErr>) {
-        self.response.finish(error.is_some(), &self.event_loop);
+        let ending = if self.disconnect.is_cancelled() || self.body_failed.is_cancelled() {
+            Ending::ClientGone
+        } else if error.is_some() {
+            Ending::Raised
+        } else {
+            Ending::Returned
+        };
+        self.response.finish(ending, &self.event_loop);
     }
 }
 
@@ -118,17 +133,22 @@ impl HttpCycle {
                 Some(RequestBody::Streaming(rest)),
                 Incoming::Body { chunk, more: true },
             ),
-            Some(RequestBody::Streaming(body)) => {
-                Next::Read(read_next(Some(body), cycle.disconnect.clone()))
-            }
+            Some(RequestBody::Streaming(body)) => Next::Read(read_next(Some(body), cycle.ends())),
             None if cycle.disconnect.is_cancelled() => Next::Ready(None, Incoming::Disconnect),
-            None => Next::Read(read_next(None, cycle.disconnect.clone())),
+            None => Next::Read(read_next(None, cycle.ends())),
         })
     }
 
     fn send(slf: &Bound<'_, Self>, message: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let step = cycle::dispatch(&mut *slf.borrow_mut(), message)?;
+        let step = {
+            let mut cycle = slf.borrow_mut();
+            // Fired while the response is open, the token means hyper dropped the exchange.
+            if cycle.disconnect.is_cancelled() && !cycle.response.is_complete() {
+                return Err(client_disconnected(message_type(message)?.to_str()?));
+            }
+            cycle::dispatch(&mut *cycle, message)?
+        };
         match step {
             Step::Nothing => ready(py, None),
             Step::HandBack(answer, response) => {
@@ -140,9 +160,7 @@ impl HttpCycle {
             Step::Stream(stream, item) => {
                 match Outbox::push(slf, HttpCycle::outbox, &stream, item)? {
                     Ok(awaitable) => Ok(awaitable),
-                    // The client went away; like uvicorn, further body is dropped silently
-                    // and the app learns of it from `receive()`.
-                    Err(Closed) => ready(py, None),
+                    Err(Closed) => Err(client_disconnected("http.response.body")),
                 }
             }
         }
@@ -157,23 +175,34 @@ impl HttpCycle {
     fn outbox(&mut self) -> &mut Outbox<StreamItem> {
         &mut self.outbox
     }
+
+    /// What a read of the request body watches and fires.
+    fn ends(&self) -> Ends {
+        Ends {
+            disconnect: self.disconnect.clone(),
+            body_failed: self.body_failed.clone(),
+        }
+    }
+}
+
+/// How a request body read can end besides a chunk: the client left, or the body broke.
+struct Ends {
+    disconnect: CancellationToken,
+    body_failed: CancellationToken,
 }
 
 /// Reads the next data frame of a request body, or notices the client leaving; once the
 /// body has ended (`None`), waits for the client to leave.
-async fn read_next(
-    body: Option<IncomingBody>,
-    disconnect: CancellationToken,
-) -> (Option<RequestBody>, Incoming) {
+async fn read_next(body: Option<IncomingBody>, ends: Ends) -> (Option<RequestBody>, Incoming) {
     let Some(mut body) = body else {
-        disconnect.cancelled().await;
+        ends.disconnect.cancelled().await;
         return (None, Incoming::Disconnect);
     };
     loop {
         let frame = tokio::select! {
             biased;
             frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)) => frame,
-            () = disconnect.cancelled() => return (None, Incoming::Disconnect),
+            () = ends.disconnect.cancelled() => return (None, Incoming::Disconnect),
         };
         match frame {
             None => {
@@ -191,8 +220,14 @@ async fn read_next(
                     return (body, Incoming::Body { chunk, more });
                 }
             }
-            // A body that fails mid-way means the client is gone (or broke the framing).
-            Some(Err(_)) => return (None, Incoming::Disconnect),
+            // The client is gone, or broke the framing (a malformed chunk): either way the
+            // app sees a disconnect, and the client a 400 if nothing was sent yet. Fired
+            // before the app hears of it, so its end is never taken for its own mistake.
+            Some(Err(err)) => {
+                tracing::debug!("the request body failed: {err}");
+                ends.body_failed.cancel();
+                return (None, Incoming::Disconnect);
+            }
         }
     }
 }

@@ -8,9 +8,11 @@
 mod cycle;
 mod response;
 
-use http::{Response, StatusCode};
-use http_body::Body;
 use std::sync::Arc;
+
+use http::{HeaderValue, Response, StatusCode};
+use http_body::Body;
+use tokio_util::sync::CancellationToken;
 
 use self::response::internal_error;
 use super::body::{RequestBody, ResponseBody};
@@ -33,13 +35,30 @@ where
 {
     let body = match RequestBody::prepare(&parts.headers, body) {
         Ok(body) => body,
-        Err(_) => return plain_response(StatusCode::BAD_REQUEST, "Bad Request"),
+        Err(_) => return bad_request(),
     };
     let head = request_head(parts);
     let root_path = root_path.clone();
-    submit_and_await(event_loop, move |py, asked| {
-        cycle::start(py, head, body, &root_path, asked);
-    })
-    .await
-    .unwrap_or_else(internal_error)
+    let body_failed = CancellationToken::new();
+    let failed = body_failed.clone();
+    let answer = submit_and_await(event_loop, move |py, asked| {
+        cycle::start(py, head, body, failed, &root_path, asked);
+    });
+    // A broken request body is the client's fault: 400 unless the response has started
+    // (the app, which saw a disconnect, may still answer, but too late).
+    tokio::select! {
+        biased;
+        () = body_failed.cancelled() => bad_request(),
+        response = answer => response.unwrap_or_else(internal_error),
+    }
+}
+
+/// The answer to a request whose body cannot be read; its framing is lost, so the
+/// connection closes.
+fn bad_request() -> Response<ResponseBody> {
+    let mut response = plain_response(StatusCode::BAD_REQUEST, "Bad Request");
+    response
+        .headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }

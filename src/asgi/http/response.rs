@@ -254,34 +254,51 @@ impl AppResponse {
         Ok(Step::Nothing)
     }
 
-    /// The app's task ended (`failed` when it raised): the client must not be left waiting
-    /// for a response that will never come.
-    pub(super) fn finish(&mut self, failed: bool, event_loop: &EventLoop) {
+    /// The app's task ended: the client must not be left waiting for a response that will
+    /// never come.
+    pub(super) fn finish(&mut self, ending: Ending, event_loop: &EventLoop) {
         let unfinished = match std::mem::replace(&mut self.state, State::Done) {
             State::Done | State::Abandoned => return,
             State::NotStarted { answer } => {
-                if !failed {
-                    tracing::error!("ASGI app returned without starting a response");
-                }
+                ending.log("starting a response");
                 let _ = answer.send(internal_error());
                 return;
             }
-            State::HeadHeld { answer, head, .. } => {
-                let (stream, receiver) = mpsc::channel(1);
-                let _ = stream.try_send(Err(aborted()));
-                let body = ResponseBody::channel(receiver, &self.disconnect);
-                let _ = answer.send(Response::from_parts(head, body));
+            // The head is still held back: nothing went out, so the client can be told.
+            State::HeadHeld { answer, .. } => {
+                let _ = answer.send(internal_error());
                 None
             }
             State::Streaming { stream, .. } | State::Trailers { stream, .. } => Some(stream),
         };
-        if !failed {
-            tracing::error!("ASGI app returned without completing the response");
-        }
+        ending.log("completing the response");
         if let Some(stream) = unfinished {
             event_loop.runtime().spawn(async move {
                 let _ = stream.send(Err(aborted())).await;
             });
+        }
+    }
+}
+
+/// How the app's task ended, as far as an unfinished response goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ending {
+    /// It returned with the client still there: leaving the response unfinished is its bug.
+    Returned,
+    /// It raised; its traceback is logged already.
+    Raised,
+    /// The client left, or broke its request body, first: an everyday event, not an error.
+    ClientGone,
+}
+
+impl Ending {
+    fn log(self, without: &str) {
+        match self {
+            Ending::Returned => tracing::error!("ASGI app returned without {without}"),
+            Ending::Raised => {}
+            Ending::ClientGone => {
+                tracing::debug!("the client left before the ASGI app finished {without}")
+            }
         }
     }
 }
@@ -312,7 +329,7 @@ fn open_pathsend(message: &Bound<'_, PyDict>) -> PyResult<(std::fs::File, u64)> 
     Ok((file, length))
 }
 
-/// The answer when the app fails before its response started.
+/// The answer when the app fails before any byte of its response went out.
 pub(super) fn internal_error() -> Response<ResponseBody> {
     let mut response = plain_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     response

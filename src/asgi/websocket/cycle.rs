@@ -4,7 +4,6 @@
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
-use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt};
@@ -14,11 +13,14 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::event::{Event, close_frame};
-use super::io::run_connection;
+use super::io::{self, Connection};
 use crate::asgi::awaitable::ready;
 use crate::asgi::body::{ResponseBody, app_bytes};
-use crate::asgi::codec::{body, flag, headers, optional, plain_response, response_head};
+use crate::asgi::codec::{
+    body, flag, headers, message_type, optional, plain_response, response_head,
+};
 use crate::asgi::cycle::{self, Asked, Cycle, Handler};
+use crate::asgi::disconnected::client_disconnected;
 use crate::asgi::parking::{Closed, Inbox, Next, Outbox};
 use crate::asgi::scope::{self, RequestHead};
 use crate::asgi::violation::{self, bad_value, refusal, refuse, wrong_type};
@@ -27,8 +29,6 @@ use crate::shutdown::Shutdown;
 
 /// Messages from the client that may wait for the app before reading stops.
 const INCOMING_CAPACITY: usize = 16;
-/// Messages from the app that may wait for the socket before `send` parks.
-const OUTGOING_CAPACITY: usize = 16;
 
 /// What accepting the handshake needs besides the answer.
 pub(super) struct Handshake {
@@ -86,7 +86,7 @@ enum Phase {
         body: BytesMut,
     },
     /// Accepted: frames go to the connection task.
-    Open(mpsc::Sender<Message>),
+    Open(Connection),
     /// The app closed the websocket or denied it; nothing more may be sent.
     Closed,
 }
@@ -155,12 +155,16 @@ impl Cycle for WebSocketCycle {
             Phase::Denying { answer, .. } => {
                 let _ = answer.send(internal_error());
             }
-            Phase::Open(sender) => {
-                let code = if error.is_some() { 1011 } else { 1000 };
+            // An app that fails says so with 1011 (internal error).
+            Phase::Open(connection) if error.is_some() => {
                 self.event_loop.runtime().spawn(async move {
-                    let _ = sender.send(close_frame(code, String::new())).await;
+                    let _ = connection
+                        .frames
+                        .send(close_frame(1011, String::new()))
+                        .await;
                 });
             }
+            Phase::Open(connection) => connection.app_ended(),
             Phase::Closed => {}
         }
     }
@@ -188,13 +192,21 @@ impl WebSocketCycle {
 
     fn send(slf: &Bound<'_, Self>, message: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let push = cycle::dispatch(&mut *slf.borrow_mut(), message)?;
+        let push = {
+            let mut cycle = slf.borrow_mut();
+            if let Phase::Open(connection) = &cycle.phase
+                && connection.closing.is_cancelled()
+            {
+                return Err(client_disconnected(message_type(message)?.to_str()?));
+            }
+            cycle::dispatch(&mut *cycle, message)?
+        };
         let Some((sender, frame)) = push else {
             return ready(py, None);
         };
         match Outbox::push(slf, WebSocketCycle::outbox, &sender, frame)? {
             Ok(awaitable) => Ok(awaitable),
-            Err(Closed) => Err(PyOSError::new_err("the websocket connection is closed")),
+            Err(Closed) => Err(client_disconnected(message_type(message)?.to_str()?)),
         }
     }
 }
@@ -214,6 +226,10 @@ impl WebSocketCycle {
         message_type: &str,
     ) -> PyResult<(Box<Handshake>, Answer, mpsc::Sender<Event>)> {
         match std::mem::replace(&mut self.phase, Phase::Closed) {
+            // hyper dropped the handshake: the client left before the app answered.
+            Phase::Handshake { answer, .. } if answer.is_closed() => {
+                Err(client_disconnected(message_type))
+            }
             Phase::Handshake {
                 handshake,
                 answer,
@@ -251,27 +267,22 @@ impl WebSocketCycle {
             HeaderValue::from_static("upgrade"),
         );
         response_headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, accept_key);
-        let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_CAPACITY);
-        shutdown.tasks.spawn_on(
-            run_connection(
-                on_upgrade,
-                config,
-                incoming,
-                outgoing.clone(),
-                outgoing_rx,
-                shutdown.clone(),
-            ),
+        let connection = io::spawn(
+            on_upgrade,
+            config,
+            incoming,
+            &shutdown,
             self.event_loop.runtime(),
         );
         let _ = answer.send(response);
-        self.phase = Phase::Open(outgoing);
+        self.phase = Phase::Open(connection);
         Ok(None)
     }
 
     fn send_data(&mut self, message: &Bound<'_, PyDict>) -> PyResult<Push> {
         let py = message.py();
         let sender = match &self.phase {
-            Phase::Open(sender) => sender.clone(),
+            Phase::Open(connection) => connection.frames.clone(),
             other => return Err(refusal(other, "websocket.send")),
         };
         let frame = if let Some(text) = optional(message, intern!(py, "text"))? {
@@ -299,17 +310,22 @@ impl WebSocketCycle {
                 .map_err(|_| bad_value(format!("invalid websocket close code {code}")))?,
             None => 1000,
         };
+        if !may_be_sent(code) {
+            return Err(bad_value(format!(
+                "websocket close code {code} may not be sent (RFC 6455 §7.4)"
+            )));
+        }
         let reason = match optional(message, intern!(py, "reason"))? {
             Some(reason) => reason.extract::<String>()?,
             None => String::new(),
         };
         match std::mem::replace(&mut self.phase, Phase::Closed) {
             // Closing before accepting refuses the handshake, as uvicorn does.
-            Phase::Handshake { answer, .. } => {
-                let _ = answer.send(plain_response(StatusCode::FORBIDDEN, ""));
-                Ok(None)
-            }
-            Phase::Open(sender) => Ok(Some((sender, close_frame(code, reason)))),
+            Phase::Handshake { answer, .. } => answer
+                .send(plain_response(StatusCode::FORBIDDEN, ""))
+                .map(|()| None)
+                .map_err(|_| client_disconnected("websocket.close")),
+            Phase::Open(connection) => Ok(Some((connection.frames, close_frame(code, reason)))),
             other => refuse(&mut self.phase, other, "websocket.close"),
         }
     }
@@ -358,6 +374,13 @@ impl WebSocketCycle {
     }
 }
 
+/// Whether a close frame may carry `code`: 1005, 1006 and 1015 only report what happened
+/// locally, 1004 is reserved, the rest below 3000 is kept for the protocol (IANA registers
+/// 1000-1003 and 1007-1014), 3000-4999 are for libraries and apps.
+fn may_be_sent(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
 /// The answer to a handshake the app failed on.
 pub(super) fn internal_error() -> Response<ResponseBody> {
     plain_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
@@ -371,4 +394,19 @@ async fn next_event(mut source: Source) -> (Option<Source>, Event) {
     };
     let source = (!matches!(event, Event::Disconnect { .. })).then_some(source);
     (source, event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_codes_meant_for_the_wire_may_be_sent() {
+        for code in [1000, 1001, 1003, 1007, 1011, 1014, 3000, 4999] {
+            assert!(may_be_sent(code), "{code}");
+        }
+        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+            assert!(!may_be_sent(code), "{code}");
+        }
+    }
 }
