@@ -119,7 +119,7 @@ where
             service: self.service,
             protocols: Arc::new(Protocols::new(options.http, &options)),
             tls,
-            handshake_timeout: options.header_read_timeout,
+            header_read_timeout: options.header_read_timeout,
             keep_alive_timeout: options.timeout_keep_alive,
             access_log: options.access_log,
             proxy_headers: options.proxy_headers.clone().map(Arc::new),
