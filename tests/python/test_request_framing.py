@@ -5,6 +5,7 @@ hides whether the server closed the connection afterwards.
 """
 
 import json
+import resource
 import socket
 import time
 
@@ -175,3 +176,31 @@ def test_a_connection_without_a_request_is_closed_after_the_header_timeout(serve
         assert closed_within(conn, 1 + SLACK), "a connection without a request must not be held forever"
     assert time.monotonic() - started >= 0.9
     assert raw_request(server.port, b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n").status == 200
+
+
+# --- Out of file descriptors --------------------------------------------------------------
+
+
+def test_accept_errors_are_logged_once_a_second_and_accepting_resumes(server):
+    resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (64, 64))
+    clients = []
+    try:
+        for _ in range(120):
+            clients.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        assert server.wait_for_log("accept failed", timeout=5), server.logs()
+        before = server.logs().count("accept failed")
+        time.sleep(3)
+        logged = server.logs().count("accept failed") - before
+        assert 1 <= logged <= 4, server.logs()[-2000:]
+        assert "Too many open files" in server.logs()
+    finally:
+        for client in clients:
+            client.close()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            assert raw_request(server.port, b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n", timeout=2).status == 200
+            break
+        except (OSError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
