@@ -15,7 +15,8 @@ pub(crate) const BACKLOG: u32 = 2048;
 /// Idle time after a response before a connection is closed (`--timeout-keep-alive`).
 pub(crate) const TIMEOUT_KEEP_ALIVE: Duration = Duration::from_secs(5);
 
-/// Time a client has for the TLS handshake, and then for a complete request head.
+/// Time a client has to send a complete request head, the first one counted from accept
+/// (`--timeout-header-read`).
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Largest request head accepted (HTTP/2: header list); larger ones get 431.

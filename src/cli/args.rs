@@ -88,6 +88,17 @@ pub(super) struct Cli {
     #[arg(long, default_value_t = 5)]
     pub timeout_keep_alive: u64,
 
+    /// Close a connection that has not sent a complete request head within this many
+    /// seconds: the slow-loris guard. The first request's counts from the moment the client
+    /// connected, TLS handshake included.
+    #[arg(
+        long,
+        default_value_t = defaults::HEADER_READ_TIMEOUT.as_secs(),
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub timeout_header_read: u64,
+
     /// Seconds in-flight requests may take after SIGTERM before they are cut off
     /// (default: wait for them).
     #[arg(long)]
@@ -373,6 +384,7 @@ impl Cli {
             access_log: !self.no_access_log,
             timeout_keep_alive: Duration::from_secs(self.timeout_keep_alive),
             timeout_graceful_shutdown: self.timeout_graceful_shutdown.map(Duration::from_secs),
+            header_read_timeout: Duration::from_secs(self.timeout_header_read),
             http: self.http,
             tls: self.tls_options(),
             backlog: self.backlog,
@@ -618,6 +630,19 @@ mod tests {
         let teams: Vec<_> = headers.get_all("x-team").iter().collect();
         assert_eq!(teams, ["blue", "green"]);
         assert_eq!(headers["server"], "edge:1");
+    }
+
+    #[test]
+    fn the_header_read_timeout_defaults_to_30_seconds_and_is_never_zero() {
+        let timeout = |args: &[&str]| parse(args).server_options().header_read_timeout;
+        assert_eq!(timeout(&["a:b"]), Duration::from_secs(30));
+        assert_eq!(
+            timeout(&["a:b", "--timeout-header-read", "2"]),
+            Duration::from_secs(2)
+        );
+        assert!(
+            Cli::try_parse_from(["rust-asgi-server", "a:b", "--timeout-header-read", "0"]).is_err()
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
@@ -121,7 +122,8 @@ pub(crate) struct ConnectionSetup<S> {
     pub service: S,
     pub protocols: Arc<Protocols>,
     pub tls: Option<TlsAcceptor>,
-    pub handshake_timeout: Duration,
+    /// Time from accept to the first request head, TLS handshake included.
+    pub header_read_timeout: Duration,
     /// Idle time after a response before the connection is closed (`--timeout-keep-alive`).
     pub keep_alive_timeout: Duration,
     pub access_log: bool,
@@ -136,7 +138,7 @@ impl<S: Clone> Clone for ConnectionSetup<S> {
             service: self.service.clone(),
             protocols: self.protocols.clone(),
             tls: self.tls.clone(),
-            handshake_timeout: self.handshake_timeout,
+            header_read_timeout: self.header_read_timeout,
             keep_alive_timeout: self.keep_alive_timeout,
             access_log: self.access_log,
             proxy_headers: self.proxy_headers.clone(),
@@ -160,27 +162,28 @@ where
     /// Serves `stream` until the client is done or shutdown closes it.
     pub(super) async fn serve(self, stream: Stream, connection: ConnectionInfo) {
         let peer = connection.client;
+        let mut first_head = std::pin::pin!(tokio::time::sleep(self.header_read_timeout));
         let Some(tls) = &self.tls else {
-            return self.serve_http(stream, connection).await;
+            return self.serve_http(stream, connection, first_head).await;
         };
-        let handshake = tokio::time::timeout(self.handshake_timeout, tls.accept(stream));
         let stream = tokio::select! {
-            handshake = handshake => match handshake {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(err)) => return log_end(peer, "TLS handshake failed", &err),
-                Err(_) => return log_end(peer, "TLS handshake", &"timed out"),
+            handshake = tls.accept(stream) => match handshake {
+                Ok(stream) => stream,
+                Err(err) => return log_end(peer, "TLS handshake failed", &err),
             },
+            () = first_head.as_mut() => return log_end(peer, "TLS handshake", &"timed out"),
             () = self.shutdown.draining.cancelled() => return,
         };
-        self.serve_http(stream, connection).await;
+        self.serve_http(stream, connection, first_head).await;
     }
 
-    async fn serve_http<I>(self, io: I, connection: ConnectionInfo)
+    async fn serve_http<I>(self, io: I, connection: ConnectionInfo, first_head: Pin<&mut Sleep>)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let io = TokioIo::new(io);
         let keep_alive = KeepAlive::new(self.keep_alive_timeout);
+        let silent = keep_alive.no_request_by(first_head);
         // Each request learns where it came from (as a trusted proxy reports it), is counted,
         // keeps the connection busy until its response is sent, and has its response body
         // wrapped for the access log.
@@ -228,6 +231,7 @@ where
                 auto::UpgradeableConnection::graceful_shutdown,
                 shutdown,
                 keep_alive.expired(),
+                silent,
             )
             .await
             .map_err(|err| err.to_string()),
@@ -236,6 +240,7 @@ where
                 http1::UpgradeableConnection::graceful_shutdown,
                 shutdown,
                 keep_alive.expired(),
+                silent,
             )
             .await
             .map_err(|err| err.to_string()),
@@ -244,6 +249,7 @@ where
                 http2::Connection::graceful_shutdown,
                 shutdown,
                 keep_alive.expired(),
+                silent,
             )
             .await
             .map_err(|err| err.to_string()),
@@ -262,12 +268,14 @@ fn log_end(peer: Option<SocketAddr>, what: &str, detail: &dyn std::fmt::Display)
 }
 
 /// Runs a hyper connection through the shutdown stages: on draining, or when it has been
-/// idle too long, it is asked to finish gracefully; on closing it is dropped.
+/// idle too long, it is asked to finish gracefully; on closing it is dropped, as it is when
+/// it stays silent too long (no request is in flight then).
 async fn drive<C, E>(
     connection: C,
     graceful_shutdown: fn(Pin<&mut C>),
     shutdown: &Shutdown,
     idle_too_long: impl Future<Output = ()>,
+    silent_too_long: impl Future<Output = ()>,
 ) -> Result<(), E>
 where
     C: Future<Output = Result<(), E>>,
@@ -277,6 +285,7 @@ where
         result = connection.as_mut() => return result,
         () = shutdown.draining.cancelled() => graceful_shutdown(connection.as_mut()),
         () = idle_too_long => graceful_shutdown(connection.as_mut()),
+        () = silent_too_long => return Ok(()),
         () = shutdown.closing.cancelled() => return Ok(()),
     }
     tokio::select! {
@@ -364,6 +373,7 @@ mod tests {
                     |_| ASKED.store(true, Ordering::SeqCst),
                     &shutdown,
                     std::future::ready(()),
+                    std::future::pending(),
                 )
                 .await
             }
@@ -373,6 +383,19 @@ mod tests {
         assert!(!driven.is_finished());
         shutdown.closing.cancel();
         assert_eq!(driven.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_connection_silent_too_long_is_dropped() {
+        let shutdown = Shutdown::default();
+        let dropped = drive(
+            std::future::pending::<Result<(), ()>>(),
+            |_| panic!("a silent connection is dropped, not asked to finish"),
+            &shutdown,
+            std::future::pending(),
+            std::future::ready(()),
+        );
+        assert_eq!(dropped.await, Ok(()));
     }
 
     #[tokio::test]
@@ -388,6 +411,7 @@ mod tests {
                     connection,
                     |_| ASKED.store(true, Ordering::SeqCst),
                     &shutdown,
+                    std::future::pending(),
                     std::future::pending(),
                 )
                 .await

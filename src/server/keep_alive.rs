@@ -1,18 +1,23 @@
-//! `--timeout-keep-alive`: how long a connection may wait for its next request.
+//! How long a connection may go without a request: its first one must arrive within the
+//! header-read timeout of accept, each later one within `--timeout-keep-alive` of the
+//! previous response.
 //!
-//! hyper has no such setting. Its HTTP/1 `header_read_timeout` also runs while a connection
-//! waits between requests, but it is one clock for that wait and the transfer of the next
-//! request head (the slow-loris guard, much longer); its HTTP/2 keep-alive is a ping that
-//! keeps an idle connection open rather than closing it. So each connection counts its
-//! requests in flight, and shuts down gracefully once none has been in flight for the
-//! timeout since its last response, as uvicorn does. A connection that has not answered a
-//! request yet is left to the header and handshake timeouts, also as uvicorn does.
+//! hyper has neither setting. Its HTTP/1 `header_read_timeout` starts only when hyper reads
+//! a request head: over `--http auto` that is after the first bytes, which tell HTTP/1 from
+//! HTTP/2, have arrived, so a client that never sends a byte was held forever; HTTP/2 has
+//! no such timeout at all. Between requests that timeout also runs, but as one clock for
+//! the wait and the transfer of the next head (the slow-loris guard, much longer); HTTP/2's
+//! keep-alive is a ping that keeps an idle connection open rather than closing it. So each
+//! connection counts its requests in flight: it is dropped if none has arrived by the
+//! header-read deadline, and shut down gracefully once none has been in flight for the
+//! keep-alive timeout since its last response, as uvicorn does.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 /// The least time between two looks of the watcher while requests are in flight, so that a
 /// zero timeout does not make it spin.
@@ -57,6 +62,15 @@ impl KeepAlive {
                 return;
             }
             tokio::time::sleep_until(check_at).await;
+        }
+    }
+
+    /// Resolves when `first_head` fires if no request has arrived by then.
+    pub(super) async fn no_request_by(&self, first_head: Pin<&mut Sleep>) {
+        first_head.await;
+        let answered = self.last_response_ms.load(Ordering::Acquire) != NOT_YET;
+        if answered || self.in_flight.load(Ordering::Acquire) != 0 {
+            std::future::pending().await
         }
     }
 
@@ -123,6 +137,30 @@ mod tests {
     async fn a_connection_without_a_response_yet_is_not_timed() {
         let keep_alive = KeepAlive::new(TIMEOUT);
         assert!(!expires_within(&keep_alive, TIMEOUT * 10).await);
+    }
+
+    /// Whether `no_request_by` resolves within `wait` for a first head due in `TIMEOUT`.
+    async fn silent_within(keep_alive: &KeepAlive, wait: Duration) -> bool {
+        let first_head = std::pin::pin!(tokio::time::sleep(TIMEOUT));
+        tokio::time::timeout(wait, keep_alive.no_request_by(first_head))
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_without_a_request_by_the_deadline_is_silent() {
+        let keep_alive = KeepAlive::new(TIMEOUT);
+        assert!(!silent_within(&keep_alive, TIMEOUT - BUSY_RECHECK).await);
+        assert!(silent_within(&keep_alive, TIMEOUT * 2).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_or_answered_keeps_a_connection_from_being_silent() {
+        let keep_alive = KeepAlive::new(TIMEOUT);
+        let request = keep_alive.request();
+        assert!(!silent_within(&keep_alive, TIMEOUT * 2).await);
+        drop(request);
+        assert!(!silent_within(&keep_alive, TIMEOUT * 2).await);
     }
 
     #[tokio::test(start_paused = true)]

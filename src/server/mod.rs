@@ -2,6 +2,7 @@
 //! keep-alive, the access log and graceful shutdown. The router handed to [`Server::new`]
 //! decides what is Rust and what is Python.
 
+mod accept_errors;
 mod access_log;
 mod connection;
 mod handle;

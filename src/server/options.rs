@@ -70,8 +70,9 @@ impl ServerOptions {
         self
     }
 
-    /// Time a client has to complete the TLS handshake, and then to send a complete request
-    /// head: the slow-loris guard (default: 30 s).
+    /// Time a client has to send a complete request head: the slow-loris guard. For its
+    /// first request it counts from the moment the client connected, TLS handshake included,
+    /// so a connection that never sends a byte is closed too (default: 30 s).
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
         self

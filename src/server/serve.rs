@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::accept_errors::AcceptErrors;
 use super::connection::{ConnectionSetup, Protocols, RequestBudget};
 use super::handle::ServerHandle;
 use super::listener::{Bind, Listener, describe};
@@ -21,6 +22,10 @@ use crate::app::PythonApp;
 use crate::connection_info::{ConnectionInfo, ServerAddress};
 use crate::defaults;
 use crate::error::{Error, ErrorKind};
+
+/// How long the accept loop waits after a failed accept: short, so that serving resumes as
+/// soon as a connection closes and frees a descriptor.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
 /// How long apps get to return after `http.disconnect` at shutdown, and again after being
 /// cancelled, so a stubborn app delays exit by at most twice this.
@@ -119,7 +124,7 @@ where
             service: self.service,
             protocols: Arc::new(Protocols::new(options.http, &options)),
             tls,
-            handshake_timeout: options.header_read_timeout,
+            header_read_timeout: options.header_read_timeout,
             keep_alive_timeout: options.timeout_keep_alive,
             access_log: options.access_log,
             proxy_headers: options.proxy_headers.clone().map(Arc::new),
@@ -269,16 +274,18 @@ where
 {
     let server = Some(listener.address());
     let secure = setup.tls.is_some();
+    let mut errors = AcceptErrors::default();
     loop {
         let (stream, client) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(err) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!("accept failed: {err}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                errors.failed(&err);
+                tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             }
         };
+        errors.accepted();
         let connection = ConnectionInfo {
             client,
             server,

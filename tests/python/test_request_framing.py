@@ -5,12 +5,18 @@ hides whether the server closed the connection afterwards.
 """
 
 import json
+import resource
+import socket
+import time
 
 import pytest
 
 from harness import RawConnection, raw_request
 
 pytestmark = pytest.mark.rust_only
+
+# Slack for a shared, busy 2-core machine on top of every timeout under test.
+SLACK = 3.0
 
 
 @pytest.fixture
@@ -28,6 +34,19 @@ def refused(server, raw: bytes):
 
 def paths_seen_by_the_app(server) -> list[str]:
     return json.loads(raw_request(server.port, b"GET /seen HTTP/1.1\r\nHost: t\r\n\r\n").body)
+
+
+def closed_within(conn: RawConnection, seconds: float) -> bool:
+    """Whether the server closes ``conn`` within ``seconds`` (whatever it answers first)."""
+    conn.sock.settimeout(seconds)
+    try:
+        while conn.sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    except socket.timeout:
+        return False
+    return True
 
 
 # --- Transfer-Encoding ------------------------------------------------------------------
@@ -136,3 +155,52 @@ def test_128_header_lines_are_served(server):
     response = raw_request(server.port, head_with_lines(128))
     assert response.status == 200, response
     assert len(json.loads(response.body)["scope"]["headers"]) == 128
+
+
+# --- Connections that send nothing ------------------------------------------------------
+
+
+H2_PREFACE_AND_SETTINGS = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+@pytest.mark.parametrize(
+    "first_bytes",
+    [b"", b"GET /ok HTTP/1.1\r\n", H2_PREFACE_AND_SETTINGS],
+    ids=["nothing", "part-of-a-head", "h2-preface-only"],
+)
+def test_a_connection_without_a_request_is_closed_after_the_header_timeout(server_factory, first_bytes):
+    server = server_factory("pyapp.conformance:app", "--timeout-header-read", "1")
+    started = time.monotonic()
+    with RawConnection(server.port) as conn:
+        conn.send(first_bytes)
+        assert closed_within(conn, 1 + SLACK), "a connection without a request must not be held forever"
+    assert time.monotonic() - started >= 0.9
+    assert raw_request(server.port, b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n").status == 200
+
+
+# --- Out of file descriptors --------------------------------------------------------------
+
+
+def test_accept_errors_are_logged_once_a_second_and_accepting_resumes(server):
+    resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (64, 64))
+    clients = []
+    try:
+        for _ in range(120):
+            clients.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        assert server.wait_for_log("accept failed", timeout=5), server.logs()
+        before = server.logs().count("accept failed")
+        time.sleep(3)
+        logged = server.logs().count("accept failed") - before
+        assert 1 <= logged <= 4, server.logs()[-2000:]
+        assert "Too many open files" in server.logs()
+    finally:
+        for client in clients:
+            client.close()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            assert raw_request(server.port, b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n", timeout=2).status == 200
+            break
+        except (OSError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
