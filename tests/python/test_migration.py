@@ -162,12 +162,32 @@ def test_ownership_lists_every_python_route_and_rust_operation(merged):
     # What Rust documents: the moved operation under Python's path, and the Rust-only one.
     assert rows[("GET", "/items/{item_id}")] == {
         "method": "GET", "path": "/items/{item_id}", "owner": "rust",
-        "python_route": True, "python_documented": True, "rust_documented": True,
+        "python_route": True, "python_documented": True, "rust_documented": True, "probed": True,
     }
     assert rows[("GET", "/version")]["python_route"] is False
     assert rows[("PUT", "/items/{item_id}")]["owner"] == "python"
     rust = sum(row["owner"] == "rust" for row in report["operations"])
     assert (report["rust"], report["python"]) == (rust, len(rows) - rust)
+
+
+def test_ownership_matches_the_router(merged):
+    """Every operation, sent for real: Python's answers carry its middleware's mark."""
+    report = ownership(merged)
+    owners = {(row["method"], row["path"]): row["owner"] for row in report["operations"]}
+    # The router's own routes beyond the documents: the merged OpenAPI document is Rust's now.
+    assert owners[("GET", "/openapi.json")] == "rust"
+    assert owners[("GET", "/docs")] == "python"
+    probed = {key for key, row in zip(owners, report["operations"]) if row["probed"]}
+    assert {method for method, _ in probed} == {"GET", "OPTIONS"}  # safe methods only
+    with client(merged) as http:
+        for (method, path), owner in owners.items():
+            target = path.replace("{item_id}", "7").replace("{prefix}", "some")
+            params = {"seconds": 0} if path == "/slow" else None
+            response = http.request(method, target, params=params)
+            answered_by = "python" if served_by(response) == "python" else "rust"
+            assert answered_by == owner, f"{method} {target}: report says {owner}, {answered_by} answered"
+    # The probe's own requests were answered without running the app.
+    assert "ownership-probe" not in merged.logs()
 
 
 def test_ownership_summary_is_logged_at_startup(merged):
