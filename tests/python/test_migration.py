@@ -7,6 +7,8 @@
 - ``shadow_compare``: Rust routes behind a ``ShadowLayer`` that also asks the Python app
   and compares; ``GET /items/{item_id}`` drifted on purpose (its 404 detail), ``GET /health``
   adds an ignored field, ``GET /slow`` answers at once where Python sleeps.
+- ``rust_from_python``: a FastAPI endpoint calling a Rust function registered in the
+  embedded interpreter (``PythonAppBuilder::rust_module``).
 
 The examples are started from target/release/examples like in test_examples.py.
 """
@@ -293,5 +295,32 @@ def test_shadow_share_samples_evenly():
         counts = wait_for_stats(server, {"mismatched": 2})
         time.sleep(0.3)  # nothing more arrives
         assert stats(server)["mismatched"] == counts["mismatched"] == 2
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# Rust called from Python
+# ---------------------------------------------------------------------------------------
+
+
+def test_rust_from_python_endpoint_calls_the_registered_rust_function():
+    # Imported here, without the Rust module: the Python implementation it replaces.
+    from pyapp.migration_apps import total_price
+    from pyapp.service import SEED_ITEMS
+
+    assert total_price.__module__ == "pyapp.migration_apps"
+    server = start_example("rust_from_python", app="pyapp.migration_apps:calls_rust")
+    try:
+        with client(server) as http:
+            for item in SEED_ITEMS:
+                for quantity in (1, 3, 7, 40):
+                    response = http.get(f"/items/{item['id']}/total", params={"quantity": quantity})
+                    assert response.status_code == 200, response.text
+                    answer = response.json()
+                    assert answer["computed_by"] == "rust_pricing"
+                    assert answer["total"] == total_price(item["price"], quantity, 0.2), answer
+            missing = http.get("/items/999/total")
+            assert (missing.status_code, missing.json()) == (404, {"detail": "Item not found"})
     finally:
         server.stop()
