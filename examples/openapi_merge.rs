@@ -52,22 +52,21 @@ async fn main() -> Result<(), rust_asgi_server::Error> {
         .routes(rest_to_python(routes!(get_item), &asgi))
         .routes(routes!(version))
         .split_for_parts();
-    // Who answers what: the Python route table against the Rust document. Logged now
-    // ("2 of 31 operations in Rust"), served as JSON below.
-    let ownership = OwnershipReport::builder(&python)
-        .documented(&rust_api)
-        .collect()
-        .await?;
-    let openapi = OpenApiMerge::new(rust_api)
+    let openapi = OpenApiMerge::new(rust_api.clone())
         .strict(cli.strict)
         .build(&python)
         .await?;
     // Merged now, so that a drift is logged (or refused) at start-up, not at the first request.
     openapi.document().await?;
-    let router = rust_routes
-        .merge(openapi.router())
-        .merge(ownership.router(&cli.ownership_path))
-        .fallback_service(asgi);
+    let router = rust_routes.merge(openapi.router()).fallback_service(asgi);
+    // Who answers what: the Python route table and the Rust document, each operation asked
+    // of the router itself. Logged now ("3 of 30 operations in Rust"), served as JSON.
+    let ownership = OwnershipReport::builder(&python)
+        .documented(&rust_api)
+        .probe(&router)
+        .collect()
+        .await?;
+    let router = router.merge(ownership.router(&cli.ownership_path));
     Server::new(router).bind(cli.args.bind).serve(python).await
 }
 

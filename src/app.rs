@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 use std::thread::JoinHandle;
 
 use pyo3::prelude::*;
+use pyo3::types::PyModule;
 
 use crate::asgi::lifespan::{self, RunningLifespan};
 use crate::asgi::{AsgiService, LifespanMode};
@@ -31,7 +32,11 @@ pub struct PythonAppBuilder {
     root_path: String,
     lifespan: LifespanMode,
     ws_max_size: usize,
+    rust_modules: Vec<(&'static str, ModuleInit)>,
 }
+
+/// Fills a Rust module for Python, as a `#[pymodule]` function does.
+type ModuleInit = fn(&Bound<'_, PyModule>) -> PyResult<()>;
 
 impl PythonApp {
     /// Imports `module:attribute` with default options. Must be called inside a Tokio
@@ -49,6 +54,7 @@ impl PythonApp {
             root_path: String::new(),
             lifespan: LifespanMode::Auto,
             ws_max_size: defaults::WS_MAX_SIZE,
+            rust_modules: Vec::new(),
         }
     }
 
@@ -186,6 +192,18 @@ impl PythonAppBuilder {
         self
     }
 
+    /// Makes a Rust module importable by the app as `name` (`import name`), before the app
+    /// is imported: `init` adds its functions and classes, as a `#[pymodule]` function does.
+    /// Python code can then call the Rust implementation of what it is moving.
+    pub fn rust_module(
+        mut self,
+        name: &'static str,
+        init: fn(&Bound<'_, PyModule>) -> PyResult<()>,
+    ) -> Self {
+        self.rust_modules.push((name, init));
+        self
+    }
+
     /// Starts the interpreter (once per process), the loop thread, and imports the app.
     pub fn start(self) -> Result<PythonApp, Error> {
         static INTERPRETER: OnceLock<Result<(), String>> = OnceLock::new();
@@ -199,6 +217,9 @@ impl PythonAppBuilder {
                 "PythonApp must be started from inside a Tokio runtime",
             )
         })?;
+        for (name, init) in &self.rust_modules {
+            register_module(name, *init)?;
+        }
         let (event_loop, thread) = EventLoop::start(self.spec, self.loop_kind, runtime)?;
         Ok(PythonApp {
             event_loop,
@@ -209,4 +230,22 @@ impl PythonAppBuilder {
             shutdown: Shutdown::default(),
         })
     }
+}
+
+/// Puts a new module `name`, filled by `init`, in `sys.modules`, where `import` finds it.
+fn register_module(name: &str, init: ModuleInit) -> Result<(), Error> {
+    Python::attach(|py| {
+        let register = || -> PyResult<()> {
+            let module = PyModule::new(py, name)?;
+            init(&module)?;
+            py.import("sys")?.getattr("modules")?.set_item(name, module)
+        };
+        register().map_err(|err| {
+            let traceback = format_traceback(py, &err);
+            Error::new(
+                ErrorKind::Import,
+                format!("cannot register the Rust module {name}:\n{traceback}"),
+            )
+        })
+    })
 }

@@ -22,6 +22,7 @@ mod disconnected;
 mod http;
 pub(crate) mod lifespan;
 mod parking;
+mod probe;
 mod scope;
 mod service;
 mod violation;
@@ -29,4 +30,5 @@ mod websocket;
 
 pub use body::ResponseBody;
 pub use lifespan::LifespanMode;
+pub(crate) use probe::OwnershipProbe;
 pub use service::AsgiService;

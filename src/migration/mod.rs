@@ -11,6 +11,7 @@ mod openapi;
 mod operation_diff;
 mod ownership;
 mod path_template;
+mod probe;
 mod python_side;
 mod schema;
 mod shadow;

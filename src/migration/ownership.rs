@@ -2,7 +2,8 @@
 //!
 //! The operations are the Python app's routes (its route table, mounts and included routers
 //! followed, HEAD left out where GET is there) and the operations the Rust routes document
-//! (utoipa). Each is owned by Rust when the Rust document has it, by Python otherwise.
+//! (utoipa). Who answers each is what the router does with it, when the router is probed
+//! (safe methods by default, see `probe.rs`); otherwise, Rust if the Rust document has it.
 
 use std::fmt;
 
@@ -10,11 +11,12 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use bytes::Bytes;
-use http::{HeaderValue, Response, header};
+use http::{HeaderValue, Method, Response, header};
 use serde_json::{Value, json};
 
 use super::merge::METHODS;
 use super::path_template::shape;
+use super::probe::reaches_python;
 use super::python_side::{PythonRoute, PythonSide};
 use crate::app::PythonApp;
 use crate::error::{Error, ErrorKind};
@@ -46,6 +48,9 @@ pub struct Operation {
     pub python_documented: bool,
     /// The Rust routes' OpenAPI document has it.
     pub rust_documented: bool,
+    /// The owner is what the router did with a probe's request; without a probe, the owner
+    /// is Rust when the Rust document has the operation.
+    pub probed: bool,
 }
 
 /// Every operation of the service and who answers it. Build it with
@@ -55,7 +60,11 @@ pub struct Operation {
 /// ```no_run
 /// # use rust_asgi_server::{PythonApp, migration::OwnershipReport};
 /// # async fn run(python: PythonApp, rust_api: utoipa::openapi::OpenApi, router: axum::Router) -> Result<(), rust_asgi_server::Error> {
-/// let ownership = OwnershipReport::builder(&python).documented(&rust_api).collect().await?;
+/// let ownership = OwnershipReport::builder(&python)
+///     .documented(&rust_api)
+///     .probe(&router)
+///     .collect()
+///     .await?;
 /// let router = router.merge(ownership.router("/migration/ownership"));
 /// # Ok(()) }
 /// ```
@@ -68,6 +77,8 @@ pub struct OwnershipReport {
 pub struct OwnershipReportBuilder<'a> {
     python: &'a PythonApp,
     rust: Option<&'a utoipa::openapi::OpenApi>,
+    router: Option<&'a Router>,
+    probe_unsafe_methods: bool,
 }
 
 impl<'a> OwnershipReportBuilder<'a> {
@@ -78,8 +89,25 @@ impl<'a> OwnershipReportBuilder<'a> {
         self
     }
 
+    /// Asks `router` (the one you serve) who answers each operation: a request per
+    /// operation, marked so that the Python app's [`AsgiService`](crate::AsgiService)
+    /// answers it without running the app. A Rust handler it reaches does run, with an empty
+    /// body and `ownership-probe` for every path parameter; so only GET, HEAD, OPTIONS and
+    /// TRACE are probed, unless [`probe_unsafe_methods`](Self::probe_unsafe_methods).
+    pub fn probe(mut self, router: &'a Router) -> Self {
+        self.router = Some(router);
+        self
+    }
+
+    /// Also probe POST, PUT, PATCH and DELETE: for routers whose Rust handlers of those
+    /// methods can run with an empty request without harm.
+    pub fn probe_unsafe_methods(mut self, enabled: bool) -> Self {
+        self.probe_unsafe_methods = enabled;
+        self
+    }
+
     /// Reads the Python app's route table (on its loop thread), sets it against the Rust
-    /// operations, and logs the [summary](OwnershipReport::summary).
+    /// operations, probes the router, and logs the [summary](OwnershipReport::summary).
     pub async fn collect(self) -> Result<OwnershipReport, Error> {
         let routes = PythonSide::new(self.python).routes().await?;
         let rust = match self.rust {
@@ -92,7 +120,22 @@ impl<'a> OwnershipReportBuilder<'a> {
             })?,
             None => Value::Null,
         };
-        let report = OwnershipReport::new(routes, &rust);
+        let mut report = OwnershipReport::new(routes, &rust);
+        if let Some(router) = self.router {
+            for operation in &mut report.operations {
+                let safe = Method::from_bytes(operation.method.as_bytes())
+                    .is_ok_and(|method| method.is_safe());
+                if !(safe || self.probe_unsafe_methods) {
+                    continue;
+                }
+                if let Some(python) =
+                    reaches_python(router, &operation.method, &operation.path).await
+                {
+                    operation.owner = if python { Owner::Python } else { Owner::Rust };
+                    operation.probed = true;
+                }
+            }
+        }
         tracing::info!("ownership: {}", report.summary());
         Ok(report)
     }
@@ -101,7 +144,12 @@ impl<'a> OwnershipReportBuilder<'a> {
 impl OwnershipReport {
     /// A report on `python`'s routes and the Rust operations given to the builder.
     pub fn builder(python: &PythonApp) -> OwnershipReportBuilder<'_> {
-        OwnershipReportBuilder { python, rust: None }
+        OwnershipReportBuilder {
+            python,
+            rust: None,
+            router: None,
+            probe_unsafe_methods: false,
+        }
     }
 
     /// The Python routes and the Rust document's operations, matched by method and path
@@ -116,6 +164,7 @@ impl OwnershipReport {
                 python_route: true,
                 python_documented: route.documented,
                 rust_documented: false,
+                probed: false,
             })
             .collect();
         for (method, rust_path) in documented(rust) {
@@ -134,6 +183,7 @@ impl OwnershipReport {
                     python_route: false,
                     python_documented: false,
                     rust_documented: true,
+                    probed: false,
                 }),
             }
         }
@@ -151,7 +201,7 @@ impl OwnershipReport {
     }
 
     /// The report as JSON: `{"rust": 2, "python": 29, "operations": [{"method", "path",
-    /// "owner", "python_route", "python_documented", "rust_documented"}, …]}`.
+    /// "owner", "python_route", "python_documented", "rust_documented", "probed"}, …]}`.
     pub fn to_json(&self) -> Value {
         let operations: Vec<Value> = self
             .operations
@@ -164,6 +214,7 @@ impl OwnershipReport {
                     "python_route": operation.python_route,
                     "python_documented": operation.python_documented,
                     "rust_documented": operation.rust_documented,
+                    "probed": operation.probed,
                 })
             })
             .collect();
@@ -318,7 +369,8 @@ mod tests {
         assert_eq!(
             json["operations"][0],
             json!({"method": "GET", "path": "/items/{item_id}", "owner": "rust",
-                   "python_route": true, "python_documented": true, "rust_documented": true})
+                   "python_route": true, "python_documented": true, "rust_documented": true,
+                   "probed": false})
         );
     }
 }

@@ -30,6 +30,12 @@ pub(crate) fn parameter_names(template: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The template with every parameter replaced by `value`: a concrete path that the template
+/// (and any router route of the same shape) matches.
+pub(crate) fn fill(template: &str, value: &str) -> String {
+    shape(template).replace("{}", value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +53,11 @@ mod tests {
     fn names_come_in_order() {
         assert_eq!(parameter_names("/a/{x}/b/{y}"), ["x", "y"]);
         assert!(parameter_names("/health").is_empty());
+    }
+
+    #[test]
+    fn filled_templates_are_concrete_paths() {
+        assert_eq!(fill("/items/{item_id}", "0"), "/items/0");
+        assert_eq!(fill("/{prefix}/whoami", "p"), "/p/whoami");
     }
 }

@@ -7,6 +7,8 @@
 - ``shadow_compare``: Rust routes behind a ``ShadowLayer`` that also asks the Python app
   and compares; ``GET /items/{item_id}`` drifted on purpose (its 404 detail), ``GET /health``
   adds an ignored field, ``GET /slow`` answers at once where Python sleeps.
+- ``rust_from_python``: a FastAPI endpoint calling a Rust function registered in the
+  embedded interpreter (``PythonAppBuilder::rust_module``).
 
 The examples are started from target/release/examples like in test_examples.py.
 """
@@ -162,12 +164,32 @@ def test_ownership_lists_every_python_route_and_rust_operation(merged):
     # What Rust documents: the moved operation under Python's path, and the Rust-only one.
     assert rows[("GET", "/items/{item_id}")] == {
         "method": "GET", "path": "/items/{item_id}", "owner": "rust",
-        "python_route": True, "python_documented": True, "rust_documented": True,
+        "python_route": True, "python_documented": True, "rust_documented": True, "probed": True,
     }
     assert rows[("GET", "/version")]["python_route"] is False
     assert rows[("PUT", "/items/{item_id}")]["owner"] == "python"
     rust = sum(row["owner"] == "rust" for row in report["operations"])
     assert (report["rust"], report["python"]) == (rust, len(rows) - rust)
+
+
+def test_ownership_matches_the_router(merged):
+    """Every operation, sent for real: Python's answers carry its middleware's mark."""
+    report = ownership(merged)
+    owners = {(row["method"], row["path"]): row["owner"] for row in report["operations"]}
+    # The router's own routes beyond the documents: the merged OpenAPI document is Rust's now.
+    assert owners[("GET", "/openapi.json")] == "rust"
+    assert owners[("GET", "/docs")] == "python"
+    probed = {key for key, row in zip(owners, report["operations"]) if row["probed"]}
+    assert {method for method, _ in probed} == {"GET", "OPTIONS"}  # safe methods only
+    with client(merged) as http:
+        for (method, path), owner in owners.items():
+            target = path.replace("{item_id}", "7").replace("{prefix}", "some")
+            params = {"seconds": 0} if path == "/slow" else None
+            response = http.request(method, target, params=params)
+            answered_by = "python" if served_by(response) == "python" else "rust"
+            assert answered_by == owner, f"{method} {target}: report says {owner}, {answered_by} answered"
+    # The probe's own requests were answered without running the app.
+    assert "ownership-probe" not in merged.logs()
 
 
 def test_ownership_summary_is_logged_at_startup(merged):
@@ -273,5 +295,32 @@ def test_shadow_share_samples_evenly():
         counts = wait_for_stats(server, {"mismatched": 2})
         time.sleep(0.3)  # nothing more arrives
         assert stats(server)["mismatched"] == counts["mismatched"] == 2
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# Rust called from Python
+# ---------------------------------------------------------------------------------------
+
+
+def test_rust_from_python_endpoint_calls_the_registered_rust_function():
+    # Imported here, without the Rust module: the Python implementation it replaces.
+    from pyapp.migration_apps import total_price
+    from pyapp.service import SEED_ITEMS
+
+    assert total_price.__module__ == "pyapp.migration_apps"
+    server = start_example("rust_from_python", app="pyapp.migration_apps:calls_rust")
+    try:
+        with client(server) as http:
+            for item in SEED_ITEMS:
+                for quantity in (1, 3, 7, 40):
+                    response = http.get(f"/items/{item['id']}/total", params={"quantity": quantity})
+                    assert response.status_code == 200, response.text
+                    answer = response.json()
+                    assert answer["computed_by"] == "rust_pricing"
+                    assert answer["total"] == total_price(item["price"], quantity, 0.2), answer
+            missing = http.get("/items/999/total")
+            assert (missing.status_code, missing.json()) == (404, {"detail": "Item not found"})
     finally:
         server.stop()

@@ -32,7 +32,7 @@ use tower::{Layer, Service, ServiceExt};
 use self::compare::{Comparison, Observed};
 use self::stats::{Outcome, Sampler};
 use self::tee::{Captured, TeeBody};
-use crate::asgi::AsgiService;
+use crate::asgi::{AsgiService, OwnershipProbe};
 
 pub use self::stats::{ShadowCounts, ShadowStats};
 
@@ -149,7 +149,9 @@ impl ShadowLayer {
     /// A permit when this request is to be shadowed; counts why a sampled one is not.
     fn admit<B: http_body::Body>(&self, request: &Request<B>) -> Option<OwnedSemaphorePermit> {
         let method_allowed = request.method().is_safe() || self.unsafe_methods;
-        if !method_allowed || !self.sampler.pick() {
+        // The ownership probe's requests are not traffic.
+        let probe = request.extensions().get::<OwnershipProbe>().is_some();
+        if !method_allowed || probe || !self.sampler.pick() {
             return None;
         }
         if !fits(request.body().size_hint().upper(), self.body_limit) {
