@@ -19,6 +19,10 @@ pub(crate) const TIMEOUT_KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// (`--timeout-header-read`).
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Time a request body may make no progress while the app waits for it
+/// (`--timeout-request-body`).
+pub(crate) const TIMEOUT_REQUEST_BODY: Duration = Duration::from_secs(60);
+
 /// Largest request head accepted (HTTP/2: header list); larger ones get 431.
 pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 

@@ -99,6 +99,16 @@ pub(super) struct Cli {
     )]
     pub timeout_header_read: u64,
 
+    /// Fail a request body that makes no progress for this many seconds while the app reads
+    /// it: the app gets `http.disconnect` and the connection is closed.
+    #[arg(
+        long,
+        default_value_t = defaults::TIMEOUT_REQUEST_BODY.as_secs(),
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub timeout_request_body: u64,
+
     /// Seconds in-flight requests may take after SIGTERM before they are cut off
     /// (default: wait for them).
     #[arg(long)]
@@ -385,6 +395,7 @@ impl Cli {
             timeout_keep_alive: Duration::from_secs(self.timeout_keep_alive),
             timeout_graceful_shutdown: self.timeout_graceful_shutdown.map(Duration::from_secs),
             header_read_timeout: Duration::from_secs(self.timeout_header_read),
+            timeout_request_body: Duration::from_secs(self.timeout_request_body),
             http: self.http,
             tls: self.tls_options(),
             backlog: self.backlog,
@@ -642,6 +653,20 @@ mod tests {
         );
         assert!(
             Cli::try_parse_from(["rust-asgi-server", "a:b", "--timeout-header-read", "0"]).is_err()
+        );
+    }
+
+    #[test]
+    fn the_request_body_timeout_defaults_to_60_seconds_and_is_never_zero() {
+        let timeout = |args: &[&str]| parse(args).server_options().timeout_request_body;
+        assert_eq!(timeout(&["a:b"]), Duration::from_secs(60));
+        assert_eq!(
+            timeout(&["a:b", "--timeout-request-body", "5"]),
+            Duration::from_secs(5)
+        );
+        assert!(
+            Cli::try_parse_from(["rust-asgi-server", "a:b", "--timeout-request-body", "0"])
+                .is_err()
         );
     }
 

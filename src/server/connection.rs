@@ -22,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::access_log::{LoggedBody, RequestLine};
+use super::body_timeout::TimedBody;
 use super::handle::ServerHandle;
 use super::http_versions::HttpVersions;
 use super::keep_alive::KeepAlive;
@@ -124,6 +125,8 @@ pub(crate) struct ConnectionSetup<S> {
     pub tls: Option<TlsAcceptor>,
     /// Time from accept to the first request head, TLS handshake included.
     pub header_read_timeout: Duration,
+    /// Time a request body may make no progress while it is read.
+    pub request_body_timeout: Duration,
     /// Idle time after a response before the connection is closed (`--timeout-keep-alive`).
     pub keep_alive_timeout: Duration,
     pub access_log: bool,
@@ -139,6 +142,7 @@ impl<S: Clone> Clone for ConnectionSetup<S> {
             protocols: self.protocols.clone(),
             tls: self.tls.clone(),
             header_read_timeout: self.header_read_timeout,
+            request_body_timeout: self.request_body_timeout,
             keep_alive_timeout: self.keep_alive_timeout,
             access_log: self.access_log,
             proxy_headers: self.proxy_headers.clone(),
@@ -150,7 +154,7 @@ impl<S: Clone> Clone for ConnectionSetup<S> {
 
 impl<S, B> ConnectionSetup<S>
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+    S: tower::Service<Request<axum::body::Body>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -191,6 +195,7 @@ where
         let access_log = self.access_log;
         let proxy_headers = self.proxy_headers.clone();
         let budget = self.budget.clone();
+        let body_timeout = self.request_body_timeout;
         let requests = keep_alive.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             let in_flight = requests.request();
@@ -205,7 +210,11 @@ where
             let line = access_log.then(|| RequestLine::new(&request, connection.client));
             let answer = match refusal::refusal(&request) {
                 Some(status) => Err(status),
-                None => Ok(service.clone().oneshot(request)),
+                None => {
+                    let request = request
+                        .map(|body| axum::body::Body::new(TimedBody::new(body, body_timeout)));
+                    Ok(service.clone().oneshot(request))
+                }
             };
             async move {
                 let response = match answer {

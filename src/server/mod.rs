@@ -4,6 +4,7 @@
 
 mod accept_errors;
 mod access_log;
+mod body_timeout;
 mod connection;
 mod handle;
 mod http_versions;

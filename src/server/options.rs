@@ -16,6 +16,7 @@ pub struct ServerOptions {
     pub(crate) timeout_keep_alive: Duration,
     pub(crate) timeout_graceful_shutdown: Option<Duration>,
     pub(crate) header_read_timeout: Duration,
+    pub(crate) timeout_request_body: Duration,
     pub(crate) max_header_bytes: usize,
     pub(crate) max_headers: usize,
     pub(crate) http: HttpVersions,
@@ -33,6 +34,7 @@ impl Default for ServerOptions {
             timeout_keep_alive: defaults::TIMEOUT_KEEP_ALIVE,
             timeout_graceful_shutdown: None,
             header_read_timeout: defaults::HEADER_READ_TIMEOUT,
+            timeout_request_body: defaults::TIMEOUT_REQUEST_BODY,
             max_header_bytes: defaults::MAX_HEADER_BYTES,
             max_headers: defaults::MAX_HEADERS,
             http: HttpVersions::Auto,
@@ -75,6 +77,14 @@ impl ServerOptions {
     /// so a connection that never sends a byte is closed too (default: 30 s).
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
+        self
+    }
+
+    /// Time a request body may make no progress while it is being read: then it fails, so
+    /// the app gets `http.disconnect` and the connection is closed (default: 60 s). The
+    /// clock runs only while the body is waited for and nothing arrives.
+    pub fn timeout_request_body(mut self, timeout: Duration) -> Self {
+        self.timeout_request_body = timeout;
         self
     }
 

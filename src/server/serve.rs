@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use http_body::Body;
-use hyper::body::Incoming;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
@@ -32,6 +31,9 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 const APP_EXIT_GRACE: Duration = Duration::from_millis(300);
 
 /// Serves a Tower service (usually an axum `Router`) with the Python app's lifespan.
+///
+/// Requests reach the service as `Request<axum::body::Body>`, as a `Router` takes them; a
+/// body that stops arriving fails after [`ServerOptions::timeout_request_body`].
 pub struct Server<S> {
     service: S,
     binds: Vec<Bind>,
@@ -41,7 +43,7 @@ pub struct Server<S> {
 
 impl<S, B> Server<S>
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+    S: tower::Service<Request<axum::body::Body>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -125,6 +127,7 @@ where
             protocols: Arc::new(Protocols::new(options.http, &options)),
             tls,
             header_read_timeout: options.header_read_timeout,
+            request_body_timeout: options.timeout_request_body,
             keep_alive_timeout: options.timeout_keep_alive,
             access_log: options.access_log,
             proxy_headers: options.proxy_headers.clone().map(Arc::new),
@@ -263,7 +266,7 @@ async fn timer_heartbeat() {
 
 async fn accept_loop<S, B>(listener: Listener, setup: ConnectionSetup<S>)
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+    S: tower::Service<Request<axum::body::Body>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,

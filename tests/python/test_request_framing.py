@@ -7,6 +7,7 @@ hides whether the server closed the connection afterwards.
 import json
 import resource
 import socket
+import threading
 import time
 
 import pytest
@@ -204,3 +205,57 @@ def test_accept_errors_are_logged_once_a_second_and_accepting_resumes(server):
         except (OSError, AssertionError):
             if time.monotonic() > deadline:
                 raise
+
+
+# --- Request bodies that stop arriving ----------------------------------------------------
+
+
+def test_a_chunk_that_never_arrives_times_out_and_the_app_sees_a_disconnect(server_factory):
+    server = server_factory("pyapp.conformance:app", "--timeout-request-body", "1")
+    with RawConnection(server.port) as conn:
+        conn.send(
+            b"POST /disconnect-watch?key=huge-chunk HTTP/1.1\r\nHost: t\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n100000\r\nhello"
+        )
+        conn.sock.settimeout(1 + SLACK)
+        response = conn.read_response()
+        assert response.status == 408, "a stalled body must not be waited for forever"
+        assert conn.read_to_eof() == b""
+    record = json.loads(raw_request(server.port, b"GET /report?key=huge-chunk HTTP/1.1\r\nHost: t\r\n\r\n").body)
+    assert record["disconnected"] is True
+    assert record["received"] == 5
+
+
+def test_fifty_trickling_uploads_are_cut_off_while_others_are_served(server_factory):
+    # A byte every two seconds: each pause is longer than the 1 s timeout.
+    server = server_factory("pyapp.conformance:app", "--timeout-request-body", "1")
+    trickles = [RawConnection(server.port) for _ in range(50)]
+    closed = [False] * len(trickles)
+
+    def trickle(index: int, conn: RawConnection):
+        try:
+            conn.send(b"POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n")
+            for _ in range(5):
+                conn.send(b"x")
+                if closed_within(conn, 2.0):
+                    closed[index] = True
+                    return
+        except OSError:
+            closed[index] = True
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=trickle, args=item) for item in enumerate(trickles)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        served = time.monotonic()
+        assert raw_request(server.port, b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n", timeout=5).status == 200
+        assert time.monotonic() - served < 1.0
+        for thread in threads:
+            thread.join(timeout=15)
+    finally:
+        for conn in trickles:
+            conn.close()
+    assert all(closed), f"{closed.count(False)} of 50 trickling uploads still open"
+    assert time.monotonic() - started < 2 + 1 + 2 * SLACK

@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use tokio_util::sync::CancellationToken;
 
+use super::BodyFailure;
 use super::response::{AppResponse, Ending, Step};
 use crate::asgi::awaitable::ready;
 use crate::asgi::body::{IncomingBody, RequestBody, ResponseBody, StreamItem};
@@ -24,12 +25,12 @@ use crate::python::{AppTask, EventLoop};
 
 /// Runs on the loop thread: builds the scope and starts the app. `asked.gone` is the
 /// request's disconnect: it fires when hyper drops the request or its response body.
-/// `body_failed` fires when reading the request body fails.
+/// `body_failure` records a failed read of the request body.
 pub(super) fn start(
     py: Python<'_>,
     head: RequestHead,
     body: RequestBody,
-    body_failed: CancellationToken,
+    body_failure: BodyFailure,
     root_path: &str,
     asked: Asked<Response<ResponseBody>>,
 ) {
@@ -44,7 +45,7 @@ pub(super) fn start(
         outbox: Outbox::new(),
         response: AppResponse::new(answer, head_request, disconnect.clone()),
         disconnect,
-        body_failed,
+        body_failure,
         event_loop,
     };
     let event_loop = cycle.event_loop.clone();
@@ -73,9 +74,9 @@ pub(super) struct HttpCycle {
     inbox: Inbox<RequestBody, Incoming>,
     outbox: Outbox<StreamItem>,
     disconnect: CancellationToken,
-    /// Fired by the read that found the request body broken: the client's fault, not the
-    /// app's.
-    body_failed: CancellationToken,
+    /// Fired by the read that found the request body broken or stalled: the client's
+    /// fault, not the app's.
+    body_failure: BodyFailure,
     response: AppResponse,
 }
 
@@ -108,7 +109,7 @@ impl Cycle for HttpCycle {
     }
 
     fn app_finished(&mut self, _py: Python<'_>, error: Option<PyErr>) {
-        let ending = if self.disconnect.is_cancelled() || self.body_failed.is_cancelled() {
+        let ending = if self.disconnect.is_cancelled() || self.body_failure.has_failed() {
             Ending::ClientGone
         } else if error.is_some() {
             Ending::Raised
@@ -180,7 +181,7 @@ impl HttpCycle {
     fn ends(&self) -> Ends {
         Ends {
             disconnect: self.disconnect.clone(),
-            body_failed: self.body_failed.clone(),
+            body_failure: self.body_failure.clone(),
         }
     }
 }
@@ -188,7 +189,7 @@ impl HttpCycle {
 /// How a request body read can end besides a chunk: the client left, or the body broke.
 struct Ends {
     disconnect: CancellationToken,
-    body_failed: CancellationToken,
+    body_failure: BodyFailure,
 }
 
 /// Reads the next data frame of a request body, or notices the client leaving; once the
@@ -220,12 +221,10 @@ async fn read_next(body: Option<IncomingBody>, ends: Ends) -> (Option<RequestBod
                     return (body, Incoming::Body { chunk, more });
                 }
             }
-            // The client is gone, or broke the framing (a malformed chunk): either way the
-            // app sees a disconnect, and the client a 400 if nothing was sent yet. Fired
-            // before the app hears of it, so its end is never taken for its own mistake.
+            // The client is gone, broke the framing (a malformed chunk) or stopped sending:
+            // the app sees a disconnect, and the client a 400 or 408 if nothing was sent yet.
             Some(Err(err)) => {
-                tracing::debug!("the request body failed: {err}");
-                ends.body_failed.cancel();
+                ends.body_failure.fail(&err);
                 return (None, Incoming::Disconnect);
             }
         }

@@ -9,6 +9,7 @@ mod cycle;
 mod response;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderValue, Response, StatusCode};
 use http_body::Body;
@@ -33,32 +34,74 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    let body_failure = BodyFailure::default();
     let body = match RequestBody::prepare(&parts.headers, body) {
         Ok(body) => body,
-        Err(_) => return bad_request(),
+        Err(err) => {
+            body_failure.fail(&err);
+            return body_failure.response();
+        }
     };
     let head = request_head(parts);
     let root_path = root_path.clone();
-    let body_failed = CancellationToken::new();
-    let failed = body_failed.clone();
+    let failure = body_failure.clone();
     let answer = submit_and_await(event_loop, move |py, asked| {
-        cycle::start(py, head, body, failed, &root_path, asked);
+        cycle::start(py, head, body, failure, &root_path, asked);
     });
-    // A broken request body is the client's fault: 400 unless the response has started
-    // (the app, which saw a disconnect, may still answer, but too late).
+    // A broken or stalled request body is the client's fault: 400 or 408 unless the
+    // response has started (the app, which saw a disconnect, may still answer, but too late).
     tokio::select! {
         biased;
-        () = body_failed.cancelled() => bad_request(),
+        () = body_failure.fired.cancelled() => body_failure.response(),
         response = answer => response.unwrap_or_else(internal_error),
     }
 }
 
-/// The answer to a request whose body cannot be read; its framing is lost, so the
-/// connection closes.
-fn bad_request() -> Response<ResponseBody> {
-    let mut response = plain_response(StatusCode::BAD_REQUEST, "Bad Request");
-    response
-        .headers_mut()
-        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    response
+/// Why the request body could not be read, as the client's answer tells it: a broken
+/// framing or a client gone (400), or a body that stopped arriving (408; the server's
+/// body timeout fails it with an `io::Error` of kind `TimedOut`).
+#[derive(Clone, Default)]
+pub(super) struct BodyFailure {
+    fired: CancellationToken,
+    stalled: Arc<AtomicBool>,
+}
+
+impl BodyFailure {
+    /// Records a failed read of the body; fired before the app hears of it, so its end is
+    /// never taken for its own mistake.
+    fn fail(&self, err: &BoxError) {
+        let mut causes = std::iter::successors(Some(&**err as &dyn std::error::Error), |err| {
+            err.source()
+        });
+        let stalled = causes.any(|cause| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        });
+        if stalled {
+            tracing::info!("{err}");
+        } else {
+            tracing::debug!("the request body failed: {err}");
+        }
+        self.stalled.store(stalled, Ordering::Relaxed);
+        self.fired.cancel();
+    }
+
+    fn has_failed(&self) -> bool {
+        self.fired.is_cancelled()
+    }
+
+    /// The answer to a request whose body could not be read; its framing is lost, so the
+    /// connection closes.
+    fn response(&self) -> Response<ResponseBody> {
+        let mut response = if self.stalled.load(Ordering::Relaxed) {
+            plain_response(StatusCode::REQUEST_TIMEOUT, "Request Timeout")
+        } else {
+            plain_response(StatusCode::BAD_REQUEST, "Bad Request")
+        };
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    }
 }
