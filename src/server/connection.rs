@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::Either;
 use hyper::body::Incoming;
@@ -34,6 +34,10 @@ use crate::connection_info::ConnectionInfo;
 use crate::layers::TrustedProxies;
 use crate::layers::guarded_body::GuardedBody;
 use crate::shutdown::Shutdown;
+
+/// How long a closing connection may still write: the 500s of the requests shutdown cut off
+/// unanswered go out in one write each; a response still streaming is cut off after it.
+const CLOSING_FLUSH: Duration = Duration::from_millis(250);
 
 /// The hyper connection builder for the HTTP versions spoken, configured once.
 ///
@@ -197,6 +201,7 @@ where
         let budget = self.budget.clone();
         let body_timeout = self.request_body_timeout;
         let requests = keep_alive.clone();
+        let closing = self.shutdown.closing.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             let in_flight = requests.request();
             let connection = match &proxy_headers {
@@ -216,9 +221,18 @@ where
                     Ok(service.clone().oneshot(request))
                 }
             };
+            let closing = closing.clone();
             async move {
                 let response = match answer {
-                    Ok(routed) => routed.await?.map(Either::Left),
+                    // Cut off by shutdown before it answered: dropping it tells the app
+                    // (`http.disconnect`), and the client gets a 500 rather than a bare close.
+                    Ok(routed) => tokio::select! {
+                        biased;
+                        response = routed => response?.map(Either::Left),
+                        () = closing.cancelled() => {
+                            refusal::response(StatusCode::INTERNAL_SERVER_ERROR).map(Either::Right)
+                        }
+                    },
                     Err(status) => refusal::response(status).map(Either::Right),
                 };
                 let response = match line {
@@ -277,8 +291,9 @@ fn log_end(peer: Option<SocketAddr>, what: &str, detail: &dyn std::fmt::Display)
 }
 
 /// Runs a hyper connection through the shutdown stages: on draining, or when it has been
-/// idle too long, it is asked to finish gracefully; on closing it is dropped, as it is when
-/// it stays silent too long (no request is in flight then).
+/// idle too long, it is asked to finish gracefully; on closing it is dropped after at most
+/// [`CLOSING_FLUSH`], as it is at once when it stays silent too long (no request is in
+/// flight then).
 async fn drive<C, E>(
     connection: C,
     graceful_shutdown: fn(Pin<&mut C>),
@@ -295,12 +310,16 @@ where
         () = shutdown.draining.cancelled() => graceful_shutdown(connection.as_mut()),
         () = idle_too_long => graceful_shutdown(connection.as_mut()),
         () = silent_too_long => return Ok(()),
-        () = shutdown.closing.cancelled() => return Ok(()),
+        () = shutdown.closing.cancelled() => {}
     }
     tokio::select! {
-        result = connection => result,
-        () = shutdown.closing.cancelled() => Ok(()),
+        result = connection.as_mut() => return result,
+        () = shutdown.closing.cancelled() => {}
     }
+    // Requests cut off unanswered are being answered 500: let those answers out.
+    tokio::time::timeout(CLOSING_FLUSH, connection)
+        .await
+        .unwrap_or(Ok(()))
 }
 
 /// The response body with or without access logging, as one type for hyper.

@@ -70,9 +70,8 @@ impl BodyFailure {
     /// Records a failed read of the body; fired before the app hears of it, so its end is
     /// never taken for its own mistake.
     fn fail(&self, err: &BoxError) {
-        let mut causes = std::iter::successors(Some(&**err as &dyn std::error::Error), |err| {
-            err.source()
-        });
+        let mut causes =
+            std::iter::successors(Some(&**err as &dyn std::error::Error), |err| err.source());
         let stalled = causes.any(|cause| {
             cause
                 .downcast_ref::<std::io::Error>()
