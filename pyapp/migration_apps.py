@@ -8,9 +8,11 @@
   (``rust_pricing.total_price``, registered by examples/rust_from_python.rs before this
   module is imported), keeping its Python implementation for where no Rust module is
   registered (under uvicorn).
+- ``reads_context``: a Python endpoint reading the user a Rust middleware authenticated
+  (examples/request_context.rs passes it in ``scope["state"]``).
 """
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from pyapp.service import SEED_ITEMS
@@ -57,3 +59,15 @@ async def item_total(item_id: int, quantity: int = Query(1, ge=1)):
         # `rust_pricing` when the Rust function answered, this module otherwise.
         "computed_by": total_price.__module__,
     }
+
+
+reads_context = FastAPI(title="items service (authenticated in Rust)")
+
+
+@reads_context.get("/me")
+async def me(request: Request):
+    """Who the Rust middleware says is calling (examples/request_context.rs)."""
+    user = getattr(request.state, "user", None)
+    if user is None:
+        raise HTTPException(status_code=401, detail="not authenticated")
+    return {"user": user, "request_id": request.state.request_id, "is_admin": "admin" in user["roles"]}

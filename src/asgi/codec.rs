@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyString};
 
 use super::body::ResponseBody;
+use super::context::ScopeValues;
 use super::scope::RequestHead;
 use super::violation::{bad_value, wrong_type};
 use crate::connection_info::ConnectionInfo;
@@ -175,6 +176,7 @@ pub(super) fn request_head(mut parts: http::request::Parts) -> RequestHead {
         path_and_query,
         headers: parts.headers,
         connection,
+        context: parts.extensions.remove::<ScopeValues>(),
     }
 }
 

@@ -17,6 +17,7 @@
 mod awaitable;
 mod body;
 mod codec;
+mod context;
 mod cycle;
 mod disconnected;
 mod http;

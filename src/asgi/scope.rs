@@ -11,6 +11,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
+use super::context::ScopeValues;
 use crate::connection_info::{ConnectionInfo, ServerAddress};
 
 /// The HTTP and websocket spec version we implement; Starlette uses ≥ 2.4 to skip its own
@@ -28,6 +29,8 @@ pub(super) struct RequestHead {
     pub path_and_query: http::uri::PathAndQuery,
     pub headers: HeaderMap,
     pub connection: ConnectionInfo,
+    /// Values of the request's extensions the app sees in `state`.
+    pub context: Option<ScopeValues>,
 }
 
 /// The scope of an HTTP request; `extensions` are copied, so an app may change its own.
@@ -143,7 +146,11 @@ fn connection_scope<'py>(
         intern!(py, "server"),
         server_address(py, head.connection.server)?,
     )?;
-    scope.set_item(intern!(py, "state"), state.copy()?)?;
+    let state = state.copy()?;
+    if let Some(context) = &head.context {
+        context.set_in(&state)?;
+    }
+    scope.set_item(intern!(py, "state"), state)?;
     Ok(scope)
 }
 
@@ -255,6 +262,7 @@ mod tests {
                 )),
                 secure: false,
             },
+            context: None,
         }
     }
 

@@ -12,6 +12,7 @@ use http_body::Body;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::body::ResponseBody;
+use super::context::ScopeState;
 use super::{http as http_bridge, websocket};
 use crate::BoxError;
 use crate::python::EventLoop;
@@ -23,6 +24,7 @@ pub struct AsgiService {
     shared: Arc<ServiceConfig>,
 }
 
+#[derive(Clone)]
 struct ServiceConfig {
     event_loop: EventLoop,
     root_path: Arc<str>,
@@ -30,6 +32,8 @@ struct ServiceConfig {
     websocket: WebSocketConfig,
     /// Websockets close when the server shuts down.
     shutdown: Shutdown,
+    /// Request extensions the app sees in `scope["state"]`.
+    scope_state: ScopeState,
 }
 
 impl AsgiService {
@@ -48,7 +52,27 @@ impl AsgiService {
                 root_path: root_path.into(),
                 websocket,
                 shutdown,
+                scope_state: ScopeState::default(),
             }),
+        }
+    }
+
+    /// Passes the request extension of type `T`, which a Rust middleware inserted (the
+    /// authenticated user, a tenant, a request id), to the app as `scope["state"][key]`:
+    /// `request.state.KEY` in Starlette and FastAPI. A request without it has no such key.
+    ///
+    /// `T` becomes a Python object on the loop thread: `#[derive(IntoPyObject)]` turns a
+    /// struct into a dict, and strings, numbers, `Option`, `Vec` and maps convert as pyo3
+    /// converts them. Each call declares one more type; see docs/migration.md for an
+    /// example.
+    pub fn scope_state<T>(self, key: &'static str) -> Self
+    where
+        T: for<'py> pyo3::IntoPyObject<'py> + Clone + Send + Sync + 'static,
+    {
+        let mut config = Arc::unwrap_or_clone(self.shared);
+        config.scope_state = config.scope_state.with::<T>(key);
+        AsgiService {
+            shared: Arc::new(config),
         }
     }
 }
@@ -72,6 +96,10 @@ where
             return Box::pin(std::future::ready(Ok(answer)));
         }
         let shared = self.shared.clone();
+        let mut request = request;
+        if let Some(values) = shared.scope_state.collect(request.extensions()) {
+            request.extensions_mut().insert(values);
+        }
         Box::pin(async move {
             let (parts, body) = request.into_parts();
             let response = if websocket::is_upgrade_request(&parts) {

@@ -9,6 +9,8 @@
   adds an ignored field, ``GET /slow`` answers at once where Python sleeps.
 - ``rust_from_python``: a FastAPI endpoint calling a Rust function registered in the
   embedded interpreter (``PythonAppBuilder::rust_module``).
+- ``request_context``: a Rust middleware authenticates the caller; the FastAPI endpoint reads
+  the user from ``request.state`` (``AsgiService::scope_state``).
 
 The examples are started from target/release/examples like in test_examples.py.
 """
@@ -322,5 +324,29 @@ def test_rust_from_python_endpoint_calls_the_registered_rust_function():
                     assert answer["total"] == total_price(item["price"], quantity, 0.2), answer
             missing = http.get("/items/999/total")
             assert (missing.status_code, missing.json()) == (404, {"detail": "Item not found"})
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# Request context from Rust to Python
+# ---------------------------------------------------------------------------------------
+
+
+def test_python_reads_the_user_a_rust_middleware_authenticated():
+    server = start_example("request_context", app="pyapp.migration_apps:reads_context")
+    try:
+        with client(server) as http:
+            ada = http.get("/me", headers={"authorization": "Bearer token-ada"})
+            bob = http.get("/me", headers={"authorization": "Bearer token-bob"})
+            stranger = http.get("/me", headers={"authorization": "Bearer forged"})
+        assert ada.status_code == 200, ada.text
+        assert ada.json()["user"] == {"id": 1, "name": "ada", "roles": ["admin", "billing"]}
+        assert ada.json()["is_admin"] is True
+        assert bob.json()["user"] == {"id": 2, "name": "bob", "roles": []}
+        # Each request carries its own id, set by the middleware for that request only.
+        ids = {ada.json()["request_id"], bob.json()["request_id"]}
+        assert len(ids) == 2 and all(value.startswith("req-") for value in ids), ids
+        assert stranger.status_code == 401
     finally:
         server.stop()
