@@ -1,7 +1,7 @@
 //! Parity checks on live traffic: three routes moved to Rust, each behind a `ShadowLayer`
 //! that also asks the Python app and compares. Clients always get the Rust answer.
 //!
-//! `cargo run --release --example shadow_compare -- [--bind 127.0.0.1:3000] [--app pyapp.service:app] [--share 1.0] [--max-in-flight 32]`
+//! `cargo run --release --example shadow_compare -- [--bind 127.0.0.1:3000] [--app pyapp.service:app] [--share 1.0] [--max-in-flight 32] [--max-loop-busy 0.5]`
 //!
 //! - `GET /items/{item_id}` drifted on purpose: its 404 says `Not found` where Python says
 //!   `Item not found`. Each such request is logged as a mismatch with a short diff:
@@ -40,6 +40,9 @@ struct Cli {
     /// Comparisons running at once; a request beyond that is not shadowed.
     #[arg(long, default_value_t = 32)]
     max_in_flight: usize,
+    /// How busy the loop thread may be (a share of one CPU) for a comparison to start.
+    #[arg(long, default_value_t = 0.5)]
+    max_loop_busy: f64,
 }
 
 #[tokio::main]
@@ -51,6 +54,7 @@ async fn main() -> Result<(), rust_asgi_server::Error> {
     let shadow = ShadowLayer::new(asgi.clone())
         .share(cli.share)
         .max_in_flight(cli.max_in_flight)
+        .max_loop_busy(cli.max_loop_busy)
         .ignore_field("checked_at");
     let stats = shadow.stats();
     let router = Router::new()

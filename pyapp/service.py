@@ -20,6 +20,8 @@ Endpoints (each ``/items…`` one also exists under ``/api/v1``):
 - ``GET    /health``           ``{"status": "ok"}``
 - ``GET    /api/v1/reports/summary``  counts and total value, per tag
 - ``GET    /slow?seconds=S``   answers after S seconds (to show timeouts)
+- ``GET    /busy?seconds=S``   answers after keeping the event loop busy S seconds (a
+  blocking call in async code)
 - ``/whoami`` and ``/…/whoami`` (any prefix, any method): what this app saw of the request —
   method, path, raw_path, query_string, root_path, body, request id — so a Rust router in
   front can be checked to pass requests through unchanged.
@@ -236,6 +238,15 @@ async def health():
 async def slow(seconds: float = Query(1.0, ge=0, le=60)):
     await asyncio.sleep(seconds)
     return {"slept": seconds}
+
+
+@app.get("/busy")
+async def busy(seconds: float = Query(1.0, ge=0, le=60)):
+    """Keeps the event loop busy, as a blocking call in async code does."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        pass
+    return {"busy": seconds}
 
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

@@ -57,6 +57,11 @@ impl AsgiService {
         }
     }
 
+    /// The CPU time the app's loop thread has used so far (see `EventLoop::cpu_time`).
+    pub(crate) fn loop_cpu_time(&self) -> Option<std::time::Duration> {
+        self.shared.event_loop.cpu_time()
+    }
+
     /// Passes the request extension of type `T`, which a Rust middleware inserted (the
     /// authenticated user, a tenant, a request id), to the app as `scope["state"][key]`:
     /// `request.state.KEY` in Starlette and FastAPI. A request without it has no such key.

@@ -66,6 +66,8 @@ struct Shared {
     stopping: AtomicBool,
     /// Fired when the loop ended without being asked to.
     died: CancellationToken,
+    /// The loop thread's CPU-time clock, for how busy it is.
+    cpu_clock: OnceLock<libc::clockid_t>,
 }
 
 /// A cheap, cloneable handle to the loop thread.
@@ -101,6 +103,7 @@ impl EventLoop {
                 objects: OnceLock::new(),
                 stopping: AtomicBool::new(false),
                 died: CancellationToken::new(),
+                cpu_clock: OnceLock::new(),
             }),
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -108,6 +111,11 @@ impl EventLoop {
         let thread = std::thread::Builder::new()
             .name("asgi-loop".into())
             .spawn(move || {
+                let mut clock: libc::clockid_t = 0;
+                // SAFETY: `pthread_self` is this live thread; `clock` is a valid out-pointer.
+                if unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) } == 0 {
+                    let _ = thread_loop.shared.cpu_clock.set(clock);
+                }
                 Python::attach(|py| match thread_loop.prepare(py, &spec, loop_kind) {
                     Ok(run_forever) => {
                         let _ = ready_tx.send(Ok(()));
@@ -138,6 +146,22 @@ impl EventLoop {
                 "the loop thread died while starting",
             )),
         }
+    }
+
+    /// The CPU time the loop thread has used so far; `None` once it has ended (or where the
+    /// system has no thread CPU clocks). Comparing two readings tells how busy it was.
+    pub(crate) fn cpu_time(&self) -> Option<Duration> {
+        let clock = *self.shared.cpu_clock.get()?;
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `now` is a valid out-pointer; a clock of an ended thread fails with EINVAL.
+        if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
+            return None;
+        }
+        let nanos = u32::try_from(now.tv_nsec).ok()?;
+        Some(Duration::new(u64::try_from(now.tv_sec).ok()?, nanos))
     }
 
     /// Runs on the loop thread: builds the asyncio loop, imports the app, registers the

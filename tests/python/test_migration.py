@@ -18,6 +18,7 @@ The examples are started from target/release/examples like in test_examples.py.
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 import time
 
 import pytest
@@ -284,6 +285,28 @@ def test_shadow_is_skipped_while_python_is_busy():
         assert (counts["skipped_busy"], counts["mismatched"]) == (3, 0)
         assert wait_for_stats(server, {"compared": 1})["mismatched"] == 0
         assert '"GET /items/999"' not in server.logs()  # never reached Python
+    finally:
+        server.stop()
+
+
+def test_shadow_is_skipped_while_the_loop_thread_is_busy():
+    server = start_example("shadow_compare")
+    try:
+        with client(server) as http:
+            assert http.get("/items/999").status_code == 404
+            wait_for_stats(server, {"compared": 1})
+            # A blocking Python call keeps the loop thread busy; Rust routes still answer,
+            # and while the loop is busy their requests are not sent to Python.
+            blocking = ThreadPoolExecutor(1).submit(http.get, "/busy", params={"seconds": 1.5})
+            time.sleep(0.3)
+            for _ in range(3):
+                started = time.monotonic()
+                assert http.get("/items/999").json() == {"detail": "Not found"}
+                assert time.monotonic() - started < 0.5, "a Rust route waited for the busy loop"
+                time.sleep(0.06)
+            assert blocking.result(10).json() == {"busy": 1.5}
+        counts = stats(server)
+        assert (counts["compared"], counts["skipped_busy"]) == (1, 3), counts
     finally:
         server.stop()
 

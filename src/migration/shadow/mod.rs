@@ -5,11 +5,12 @@
 //! On the client's path the layer adds only what sending a request twice needs: a request
 //! body is read into memory before the Rust handler runs (only bodies of known length up to
 //! the limit; any other request is not shadowed) and the response body passes through a
-//! [`TeeBody`] that keeps a copy. The Python call is spawned beside the Rust one, and the
-//! comparison waits for both in its own task, so a slow Python side never delays the
-//! client. At most `max_in_flight` comparisons run at once; a request arriving when all
+//! [`TeeBody`] that keeps a copy. The Python call starts in its own task once the Rust
+//! response's last byte has been handed to hyper, so neither a slow Python side nor the CPU
+//! the Python call takes ever delays the client. At most `max_in_flight` comparisons run at once; a request arriving when all
 //! permits are taken is not shadowed (the Python side is busy), and counted.
 
+mod budget;
 mod compare;
 mod stats;
 mod tee;
@@ -29,6 +30,7 @@ use http_body_util::{BodyExt, Limited};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tower::{Layer, Service, ServiceExt};
 
+use self::budget::LoopLoad;
 use self::compare::{Comparison, Observed};
 use self::stats::{Outcome, Sampler};
 use self::tee::{Captured, TeeBody};
@@ -58,6 +60,7 @@ pub struct ShadowLayer {
     comparison: Comparison,
     body_limit: usize,
     in_flight: Arc<Semaphore>,
+    loop_load: Arc<LoopLoad>,
     timeout: Duration,
     stats: ShadowStats,
 }
@@ -73,14 +76,18 @@ pub struct ShadowService<S> {
 const BODY_LIMIT: usize = 256 * 1024;
 /// Comparisons running at once by default.
 const MAX_IN_FLIGHT: usize = 32;
+/// How busy the loop thread may be (a share of one CPU) for comparisons to start, by default.
+const MAX_LOOP_BUSY: f64 = 0.5;
 /// How long the Python side may take by default.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ShadowLayer {
     /// Compares with what `python` (the app's [`AsgiService`]) answers. Defaults: every
     /// request of a safe method (GET, HEAD, OPTIONS, TRACE), headers `content-type`,
-    /// bodies up to 256 KiB, 32 comparisons at once, 30 s for the Python side.
+    /// bodies up to 256 KiB, 32 comparisons at once and only while the loop thread is less
+    /// than half busy, 30 s for the Python side.
     pub fn new(python: AsgiService) -> Self {
+        let loop_load = Arc::new(LoopLoad::new(loop_clock(&python), MAX_LOOP_BUSY));
         ShadowLayer {
             python,
             sampler: Arc::new(Sampler::new(1.0)),
@@ -91,6 +98,7 @@ impl ShadowLayer {
             },
             body_limit: BODY_LIMIT,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            loop_load,
             timeout: TIMEOUT,
             stats: ShadowStats::default(),
         }
@@ -135,6 +143,16 @@ impl ShadowLayer {
         self
     }
 
+    /// How busy the loop thread may be, as a share of one CPU over the last 50 ms, for a
+    /// sampled request to be compared; above it the request is not shadowed
+    /// (`skipped_busy`). Under a load Python cannot follow, this keeps the comparisons'
+    /// CPU from the route they shadow and from the app's own requests (default 0.5; 1.0
+    /// lifts it).
+    pub fn max_loop_busy(mut self, share: f64) -> Self {
+        self.loop_load = Arc::new(LoopLoad::new(loop_clock(&self.python), share));
+        self
+    }
+
     /// How long the Python side may take before the comparison is given up.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -158,7 +176,12 @@ impl ShadowLayer {
             self.stats.count(Outcome::TooLarge);
             return None;
         }
-        let permit = self.in_flight.clone().try_acquire_owned().ok();
+        let permit = self
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .filter(|_| self.loop_load.has_room());
         if permit.is_none() {
             self.stats.count(Outcome::Busy);
         }
@@ -239,17 +262,10 @@ impl ShadowLayer {
             .map_or(&parts.uri, |original| &original.0)
             .clone();
         let label = format!("{} {target}", parts.method);
-        let python = tokio::spawn(self.clone().ask_python(python_copy(&parts, body.clone())));
-        let response = match inner
+        let python = python_copy(&parts, body.clone());
+        let response = inner
             .call(Request::from_parts(parts, Body::from(body)))
-            .await
-        {
-            Ok(response) => response,
-            Err(error) => {
-                python.abort();
-                return Err(error);
-            }
-        };
+            .await?;
         let (parts, body) = response.into_parts();
         let (captured_tx, captured_rx) = oneshot::channel();
         let body = Body::new(TeeBody::new(body, self.body_limit, captured_tx));
@@ -266,7 +282,7 @@ impl ShadowLayer {
     }
 
     /// The Python app's answer, its body read up to the limit.
-    async fn ask_python(self, request: Request<Body>) -> Result<Observed, Outcome> {
+    async fn ask_python(&self, request: Request<Body>) -> Result<Observed, Outcome> {
         let answer = async {
             let response = self
                 .python
@@ -293,23 +309,24 @@ impl ShadowLayer {
             .unwrap_or(Err(Outcome::Failed))
     }
 
+    /// Waits for the end of the Rust response, then asks Python: the Python call never
+    /// competes with the client's response for the CPU.
     async fn compare(
         &self,
         label: &str,
         (status, headers): (http::StatusCode, HeaderMap),
         captured: oneshot::Receiver<Captured>,
-        python: tokio::task::JoinHandle<Result<Observed, Outcome>>,
+        python: Request<Body>,
     ) -> Outcome {
-        let python = match python.await {
-            Ok(Ok(python)) => python,
-            Ok(Err(outcome)) => return outcome,
-            Err(_) => return Outcome::Failed,
-        };
         let body = match captured.await {
             Ok(Captured::Whole(body)) => body,
             Ok(Captured::TooLarge) => return Outcome::TooLarge,
             // The client left before the end of the Rust response.
             Err(_) => return Outcome::Failed,
+        };
+        let python = match self.ask_python(python).await {
+            Ok(python) => python,
+            Err(outcome) => return outcome,
         };
         let rust = Observed {
             status,
@@ -324,6 +341,12 @@ impl ShadowLayer {
             }
         }
     }
+}
+
+/// Reads the CPU time of the loop thread behind `python`.
+fn loop_clock(python: &AsgiService) -> budget::CpuClock {
+    let python = python.clone();
+    Box::new(move || python.loop_cpu_time())
 }
 
 /// The same request for the Python app: method, URI, headers, and the extensions that

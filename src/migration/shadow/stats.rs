@@ -27,8 +27,8 @@ pub struct ShadowCounts {
     pub compared: u64,
     /// Of those, the ones that differed (each was logged with its differences).
     pub mismatched: u64,
-    /// Sampled requests not sent to Python because the limit of comparisons in flight was
-    /// reached (the Python side is slow or busy).
+    /// Sampled requests not sent to Python because the loop thread was busier than
+    /// `max_loop_busy` or `max_in_flight` comparisons were running (Python is busy or slow).
     pub skipped_busy: u64,
     /// Sampled requests not compared because a body (request or either response) was larger
     /// than the limit, or of unknown length.
