@@ -14,7 +14,7 @@ p99 (wrk's), and the shadow counters after the run (compared, busy-skipped). By 
 server runs on both CPUs (as it would in production: the Python side of a comparison runs on
 the loop thread beside the Tokio workers) and wrk shares them; `--pin` puts the server on
 CPU 0 and wrk on CPU 1 as bench/run.py does. The report is printed and written to
-bench/results/YYYY-MM-DD-shadow[-quick].md.
+bench/results/YYYY-MM-DD-shadow-{paced,capacity}[-quick].md.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def main() -> int:
                 f"{bench.fmt_us(p50)} | {bench.fmt_us(statistics.median(s.p99_us for s in samples))} | "
                 f"{p50 / base:.2f} | {counts.get('compared', '—')} | {counts.get('skipped_busy', '—')} |")
     report = "\n".join(lines)
-    out = bench.ROOT / "bench" / "results" / f"{dt.date.today().isoformat()}-shadow{'-quick' if args.quick else ''}.md"
+    out = bench.ROOT / "bench" / "results" / f"{dt.date.today().isoformat()}-shadow-{'paced' if args.pace_ms > 0 else 'capacity'}{'-quick' if args.quick else ''}.md"
     bench.write_report(report, out, "shadow")
     return 0
 
