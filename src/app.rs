@@ -11,7 +11,9 @@ use crate::asgi::lifespan::{self, RunningLifespan};
 use crate::asgi::{AsgiService, LifespanMode};
 use crate::defaults;
 use crate::error::{Error, ErrorKind};
-use crate::python::{AppSpec, EventLoop, Interface, LoopKind, format_traceback, interpreter};
+use crate::python::{
+    AppSpec, EventLoop, Interface, LoopKind, LoopWatch, format_traceback, interpreter,
+};
 use crate::shutdown::Shutdown;
 
 /// A Python ASGI app running on its own loop thread.
@@ -79,6 +81,11 @@ impl PythonApp {
     /// What [`crate::Server`] drives its connections, and this app's websockets, with.
     pub(crate) fn shutdown_stages(&self) -> &Shutdown {
         &self.shutdown
+    }
+
+    /// Starts the blocked-loop watchdog (`--loop-block-warn`) on the current runtime.
+    pub(crate) fn watch_loop(&self, limit: std::time::Duration) -> LoopWatch {
+        crate::python::watch_loop(self.event_loop.clone(), limit)
     }
 
     /// Runs lifespan startup; no request should reach the app before it returns.

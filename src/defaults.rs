@@ -23,6 +23,10 @@ pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// (`--timeout-request-body`).
 pub(crate) const TIMEOUT_REQUEST_BODY: Duration = Duration::from_secs(60);
 
+/// How long the loop thread may stay away from the event loop before the watchdog warns
+/// (`--loop-block-warn`).
+pub(crate) const LOOP_BLOCK_WARN: Duration = Duration::from_secs(1);
+
 /// Largest request head accepted (HTTP/2: header list); larger ones get 431.
 pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 

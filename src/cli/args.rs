@@ -224,6 +224,17 @@ pub(super) struct Cli {
     #[arg(long, value_name = "N")]
     pub limit_max_requests: Option<u64>,
 
+    /// Answer this path in the server itself, without Python, for health probes: 200 while
+    /// serving, 503 once draining after SIGTERM or while the event loop is blocked past
+    /// --loop-block-warn (default: none).
+    #[arg(long, value_name = "PATH", value_parser = health_path)]
+    pub health_path: Option<String>,
+
+    /// Warn, with the Python stack of the blocking call, when the event loop has not run for
+    /// this many seconds; 0 turns the watchdog off.
+    #[arg(long, value_name = "SECONDS", default_value_t = defaults::LOOP_BLOCK_WARN.as_secs_f64())]
+    pub loop_block_warn: f64,
+
     /// Add a random 0 to N to --limit-max-requests in each process, so that workers do not
     /// all restart at once.
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -279,6 +290,15 @@ pub(super) enum LogFormat {
 }
 
 /// `NAME:VALUE` from `--header`, split at the first colon; the value is trimmed.
+/// A health path: absolute, as the request target's path compares to it.
+fn health_path(text: &str) -> Result<String, String> {
+    if text.starts_with('/') {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("'{text}' must start with '/'"))
+    }
+}
+
 fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
     let (name, value) = text
         .split_once(':')
@@ -400,6 +420,10 @@ impl Cli {
             tls: self.tls_options(),
             backlog: self.backlog,
             limit_max_requests: self.limit_max_requests(),
+            health_path: self.health_path.clone(),
+            loop_block_warn: (self.loop_block_warn > 0.0)
+                .then(|| Duration::try_from_secs_f64(self.loop_block_warn).ok())
+                .flatten(),
             date_header: !self.no_date_header,
             proxy_headers: (!self.no_proxy_headers).then(|| self.forwarded_allow_ips.clone()),
             ..ServerOptions::default()

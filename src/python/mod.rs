@@ -4,12 +4,14 @@
 mod event_loop;
 pub(crate) mod interpreter;
 mod loader;
+mod watchdog;
 
 use pyo3::prelude::*;
 
 pub(crate) use event_loop::{AppTask, EventLoop};
 pub(crate) use loader::AppSpec;
 pub use loader::{Interface, LoopKind};
+pub(crate) use watchdog::{LoopWatch, watch as watch_loop};
 
 /// The traceback of a Python exception as Python itself would print it.
 pub(crate) fn format_traceback(py: Python<'_>, err: &PyErr) -> String {

@@ -24,6 +24,7 @@ use tower::ServiceExt;
 use super::access_log::{LoggedBody, RequestLine};
 use super::body_timeout::TimedBody;
 use super::handle::ServerHandle;
+use super::health::Health;
 use super::http_versions::HttpVersions;
 use super::keep_alive::KeepAlive;
 use super::listener::Stream;
@@ -136,6 +137,8 @@ pub(crate) struct ConnectionSetup<S> {
     pub access_log: bool,
     pub proxy_headers: Option<Arc<TrustedProxies>>,
     pub budget: Option<Arc<RequestBudget>>,
+    /// `--health-path`, answered here.
+    pub health: Option<Arc<Health>>,
     pub shutdown: Shutdown,
 }
 
@@ -151,6 +154,7 @@ impl<S: Clone> Clone for ConnectionSetup<S> {
             access_log: self.access_log,
             proxy_headers: self.proxy_headers.clone(),
             budget: self.budget.clone(),
+            health: self.health.clone(),
             shutdown: self.shutdown.clone(),
         }
     }
@@ -202,6 +206,7 @@ where
         let body_timeout = self.request_body_timeout;
         let requests = keep_alive.clone();
         let closing = self.shutdown.closing.clone();
+        let health = self.health.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             let in_flight = requests.request();
             let connection = match &proxy_headers {
@@ -209,13 +214,15 @@ where
                 None => connection,
             };
             request.extensions_mut().insert(connection);
-            if let Some(budget) = &budget {
+            let line = access_log.then(|| RequestLine::new(&request, connection.client));
+            let health = health.as_ref().and_then(|health| health.answer(&request));
+            if let (None, Some(budget)) = (&health, &budget) {
                 budget.count();
             }
-            let line = access_log.then(|| RequestLine::new(&request, connection.client));
-            let answer = match refusal::refusal(&request) {
-                Some(status) => Err(status),
-                None => {
+            let answer = match (health, refusal::refusal(&request)) {
+                (Some(health), _) => Err(health),
+                (None, Some(status)) => Err(refusal::response(status)),
+                (None, None) => {
                     let request = request
                         .map(|body| axum::body::Body::new(TimedBody::new(body, body_timeout)));
                     Ok(service.clone().oneshot(request))
@@ -233,7 +240,7 @@ where
                             refusal::response(StatusCode::INTERNAL_SERVER_ERROR).map(Either::Right)
                         }
                     },
-                    Err(status) => refusal::response(status).map(Either::Right),
+                    Err(answered) => answered.map(Either::Right),
                 };
                 let response = match line {
                     Some(line) => {

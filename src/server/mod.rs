@@ -7,6 +7,7 @@ mod access_log;
 mod body_timeout;
 mod connection;
 mod handle;
+mod health;
 mod http_versions;
 mod keep_alive;
 mod listener;

@@ -25,6 +25,8 @@ pub struct ServerOptions {
     pub(crate) limit_max_requests: Option<u64>,
     pub(crate) date_header: bool,
     pub(crate) proxy_headers: Option<TrustedProxies>,
+    pub(crate) health_path: Option<String>,
+    pub(crate) loop_block_warn: Option<Duration>,
 }
 
 impl Default for ServerOptions {
@@ -43,6 +45,8 @@ impl Default for ServerOptions {
             limit_max_requests: None,
             date_header: true,
             proxy_headers: defaults::FORWARDED_ALLOW_IPS.parse().ok(),
+            health_path: None,
+            loop_block_warn: Some(defaults::LOOP_BLOCK_WARN),
         }
     }
 }
@@ -51,6 +55,21 @@ impl ServerOptions {
     /// The defaults: uvicorn's, where uvicorn has the setting.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A path the server answers itself, without the router or Python, for health probes:
+    /// 200 while serving, 503 once draining or while the loop thread is blocked past
+    /// [`loop_block_warn`](Self::loop_block_warn) (default: none).
+    pub fn health_path(mut self, path: Option<String>) -> Self {
+        self.health_path = path;
+        self
+    }
+
+    /// Warn, with the Python stack of what it runs, when the loop thread has not returned to
+    /// the event loop for this long; log when it does (default: 1 s; `None`: no watchdog).
+    pub fn loop_block_warn(mut self, limit: Option<Duration>) -> Self {
+        self.loop_block_warn = limit;
+        self
     }
 
     /// Log one line per request (default: on).

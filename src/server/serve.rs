@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use super::accept_errors::AcceptErrors;
 use super::connection::{ConnectionSetup, Protocols, RequestBudget};
 use super::handle::ServerHandle;
+use super::health::Health;
 use super::listener::{Bind, Listener, describe};
 use super::options::ServerOptions;
 use crate::BoxError;
@@ -121,6 +122,10 @@ where
             }
         }
         self.handle.ready.send_replace(Some(addresses));
+        let loop_watch = options
+            .loop_block_warn
+            .map(|limit| python.watch_loop(limit))
+            .unwrap_or_default();
 
         let setup = ConnectionSetup {
             service: self.service,
@@ -134,6 +139,10 @@ where
             budget: options
                 .limit_max_requests
                 .map(|limit| Arc::new(RequestBudget::new(limit, self.handle.clone()))),
+            health: options.health_path.clone().map(|path| {
+                let draining = python.shutdown_stages().draining.clone();
+                Arc::new(Health::new(path, draining, loop_watch.clone()))
+            }),
             shutdown: python.shutdown_stages().clone(),
         };
         let connections = setup.shutdown.tasks.clone();
