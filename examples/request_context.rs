@@ -1,11 +1,14 @@
-//! Request context from Rust to Python: a Rust middleware authenticates the caller and tags
-//! the request with an id; the Python app, still serving the routes, reads both from
-//! `request.state` without authenticating again.
+//! Request context both ways: a Rust middleware authenticates the caller and tags the
+//! request with an id; the Python app, still serving the routes, reads both from
+//! `request.state` without authenticating again, and leaves an audit record in
+//! `request.state.audit`, which the Rust middleware gets back with the response (and turns
+//! into an `x-audit` header here; a real service would write its audit log).
 //!
 //! `cargo run --release --example request_context -- [--bind 127.0.0.1:3000] [--app pyapp.migration_apps:reads_context]`
 //!
-//! `curl -H 'authorization: Bearer token-ada' localhost:3000/me` → the user the Rust
-//! middleware found, as pyapp/migration_apps.py sees it; without a known token, 401 from Rust.
+//! `curl -i -H 'authorization: Bearer token-ada' localhost:3000/me` → the user the Rust
+//! middleware found, as pyapp/migration_apps.py sees it, and `x-audit: profile.read by 1`;
+//! without a known token, 401 from Rust.
 
 mod common;
 
@@ -15,7 +18,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use clap::Parser;
-use pyo3::IntoPyObject;
+use pyo3::{FromPyObject, IntoPyObject};
 use rust_asgi_server::{PythonApp, Server};
 
 /// A Python app reading what a Rust middleware put in the request's extensions.
@@ -41,6 +44,14 @@ struct CurrentUser {
 #[derive(Clone, IntoPyObject)]
 struct RequestId(String);
 
+/// What the Python handler did, from the dict it leaves in `request.state.audit`.
+#[derive(Clone, FromPyObject)]
+#[pyo3(from_item_all)]
+struct Audit {
+    action: String,
+    user_id: u64,
+}
+
 #[tokio::main]
 async fn main() -> Result<(), rust_asgi_server::Error> {
     let cli = Cli::parse();
@@ -49,7 +60,8 @@ async fn main() -> Result<(), rust_asgi_server::Error> {
     let app = python
         .service()
         .scope_state::<CurrentUser>("user")
-        .scope_state::<RequestId>("request_id");
+        .scope_state::<RequestId>("request_id")
+        .response_state::<Audit>("audit");
     let router = Router::new()
         .fallback_service(app)
         .layer(middleware::from_fn(authenticate));
@@ -83,5 +95,12 @@ async fn authenticate(mut request: Request, next: Next) -> Response {
     request
         .extensions_mut()
         .insert(RequestId(format!("req-{id}")));
-    next.run(request).await
+    let mut response = next.run(request).await;
+    let audit = response.extensions().get::<Audit>().cloned();
+    if let Some(audit) = audit
+        && let Ok(value) = format!("{} by {}", audit.action, audit.user_id).parse()
+    {
+        response.headers_mut().insert("x-audit", value);
+    }
+    response
 }

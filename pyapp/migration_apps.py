@@ -9,7 +9,8 @@
   module is imported), keeping its Python implementation for where no Rust module is
   registered (under uvicorn).
 - ``reads_context``: a Python endpoint reading the user a Rust middleware authenticated
-  (examples/request_context.rs passes it in ``scope["state"]``).
+  (examples/request_context.rs passes it in ``scope["state"]``) and leaving an audit record
+  there, which the middleware reads back from the response.
 """
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -70,4 +71,5 @@ async def me(request: Request):
     user = getattr(request.state, "user", None)
     if user is None:
         raise HTTPException(status_code=401, detail="not authenticated")
+    request.state.audit = {"action": "profile.read", "user_id": user["id"]}  # read back by Rust
     return {"user": user, "request_id": request.state.request_id, "is_admin": "admin" in user["roles"]}

@@ -1,10 +1,15 @@
-//! Request context from Rust to Python: values a Rust middleware put in a request's
-//! extensions (the authenticated user, a tenant, a request id) reach the app as entries of
-//! the scope's `state` (Starlette and FastAPI: `request.state.NAME`), declared once per type
-//! with [`AsgiService::scope_state`](super::AsgiService::scope_state).
+//! Request context both ways. From Rust to Python: values a Rust middleware put in a
+//! request's extensions (the authenticated user, a tenant, a request id) reach the app as
+//! entries of the scope's `state` (Starlette and FastAPI: `request.state.NAME`), declared
+//! once per type with [`AsgiService::scope_state`](super::AsgiService::scope_state). From
+//! Python to Rust: what the app put in its request's `state` under a declared key (an
+//! audit record, the user it resolved) is in the response's extensions when the response
+//! starts, for the Rust layers around the app
+//! ([`AsgiService::response_state`](super::AsgiService::response_state)).
 //!
-//! The values are cloned out of the extensions on the Tokio side, without the GIL, and
-//! turned into Python objects on the loop thread, where the scope is built.
+//! Rust values are cloned out of the extensions on the Tokio side, without the GIL, and
+//! turned into Python objects on the loop thread, where the scope is built; Python values
+//! are extracted there too, at `http.response.start`.
 
 use std::sync::Arc;
 
@@ -53,6 +58,62 @@ impl ScopeState {
             .filter_map(|entry| Some((entry.key, (entry.take)(extensions)?)))
             .collect();
         Some(ScopeValues(values))
+    }
+}
+
+/// The `state` keys the app may fill for Rust, and the Rust type each is extracted as.
+#[derive(Clone, Default)]
+pub(super) struct ResponseState {
+    entries: Arc<[ResponseEntry]>,
+}
+
+#[derive(Clone, Copy)]
+struct ResponseEntry {
+    key: &'static str,
+    put: fn(&Bound<'_, PyAny>, &mut http::Extensions) -> PyResult<()>,
+}
+
+impl ResponseState {
+    /// Adds `state[key]`, extracted as `T` into the response's extensions.
+    pub(super) fn with<T>(&self, key: &'static str) -> ResponseState
+    where
+        T: for<'a, 'py> FromPyObject<'a, 'py> + Clone + Send + Sync + 'static,
+    {
+        let entry = ResponseEntry {
+            key,
+            put: |value, extensions| {
+                let value = value.extract::<T>().map_err(Into::into)?;
+                extensions.insert(value);
+                Ok(())
+            },
+        };
+        let entries = self.entries.iter().copied().chain([entry]).collect();
+        ResponseState { entries }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Puts each declared key the app set in `state` into `extensions`; a value of the wrong
+    /// shape is the app's mistake, logged, and left out.
+    pub(super) fn put(&self, state: &Bound<'_, PyDict>, extensions: &mut http::Extensions) {
+        for entry in self.entries.iter() {
+            let value = match state.get_item(entry.key) {
+                Ok(Some(value)) => value,
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!("cannot read state[{:?}] of the request: {err}", entry.key);
+                    continue;
+                }
+            };
+            if let Err(err) = (entry.put)(&value, extensions) {
+                tracing::warn!(
+                    "state[{:?}] set by the app is not what the Rust side expects: {err}",
+                    entry.key
+                );
+            }
+        }
     }
 }
 
@@ -136,6 +197,32 @@ mod tests {
                 "acme"
             );
             assert!(!dict.contains("absent").unwrap());
+        });
+    }
+
+    #[derive(Clone, FromPyObject)]
+    #[pyo3(from_item_all)]
+    struct Audit {
+        action: String,
+    }
+
+    #[test]
+    fn declared_state_keys_go_into_the_response_extensions_and_bad_values_are_left_out() {
+        let declared = ResponseState::default()
+            .with::<Audit>("audit")
+            .with::<u32>("count")
+            .with::<String>("absent");
+        Python::attach(|py| {
+            let state = PyDict::new(py);
+            let audit = PyDict::new(py);
+            audit.set_item("action", "profile.read").unwrap();
+            state.set_item("audit", audit).unwrap();
+            state.set_item("count", "not a number").unwrap();
+            let mut extensions = http::Extensions::new();
+            declared.put(&state, &mut extensions);
+            assert_eq!(extensions.get::<Audit>().unwrap().action, "profile.read");
+            assert!(extensions.get::<u32>().is_none());
+            assert!(extensions.get::<String>().is_none());
         });
     }
 

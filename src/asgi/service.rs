@@ -12,7 +12,7 @@ use http_body::Body;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::body::ResponseBody;
-use super::context::ScopeState;
+use super::context::{ResponseState, ScopeState};
 use super::{http as http_bridge, websocket};
 use crate::BoxError;
 use crate::python::EventLoop;
@@ -34,6 +34,8 @@ struct ServiceConfig {
     shutdown: Shutdown,
     /// Request extensions the app sees in `scope["state"]`.
     scope_state: ScopeState,
+    /// Keys of `scope["state"]` the app fills for the response's extensions.
+    response_state: ResponseState,
 }
 
 impl AsgiService {
@@ -53,6 +55,7 @@ impl AsgiService {
                 websocket,
                 shutdown,
                 scope_state: ScopeState::default(),
+                response_state: ResponseState::default(),
             }),
         }
     }
@@ -60,6 +63,27 @@ impl AsgiService {
     /// The CPU time the app's loop thread has used so far (see `EventLoop::cpu_time`).
     pub(crate) fn loop_cpu_time(&self) -> Option<std::time::Duration> {
         self.shared.event_loop.cpu_time()
+    }
+
+    /// Hands what the app put in its request's `state` under `key` (`request.state.KEY =
+    /// …` in Starlette and FastAPI) to the Rust side: when the response starts, the value
+    /// is extracted as `T` and put in the response's extensions, where a Rust layer around
+    /// the app finds it (`response.extensions().get::<T>()`). A request whose app set
+    /// nothing there has none; a value that does not extract as `T` is logged and left
+    /// out. HTTP only: a websocket has no response to carry it.
+    ///
+    /// `T` is extracted with pyo3: `#[derive(FromPyObject)]` reads a struct from an object's
+    /// attributes (`#[pyo3(from_item_all)]`: from a dict's items); strings, numbers,
+    /// `Option`, `Vec` and maps extract as pyo3 extracts them.
+    pub fn response_state<T>(self, key: &'static str) -> Self
+    where
+        T: for<'a, 'py> pyo3::FromPyObject<'a, 'py> + Clone + Send + Sync + 'static,
+    {
+        let mut config = Arc::unwrap_or_clone(self.shared);
+        config.response_state = config.response_state.with::<T>(key);
+        AsgiService {
+            shared: Arc::new(config),
+        }
     }
 
     /// Passes the request extension of type `T`, which a Rust middleware inserted (the
@@ -117,7 +141,14 @@ where
                 )
                 .await
             } else {
-                http_bridge::handle(&shared.event_loop, &shared.root_path, parts, body).await
+                http_bridge::handle(
+                    &shared.event_loop,
+                    &shared.root_path,
+                    &shared.response_state,
+                    parts,
+                    body,
+                )
+                .await
             };
             Ok(response)
         })

@@ -10,7 +10,8 @@
 - ``rust_from_python``: a FastAPI endpoint calling a Rust function registered in the
   embedded interpreter (``PythonAppBuilder::rust_module``).
 - ``request_context``: a Rust middleware authenticates the caller; the FastAPI endpoint reads
-  the user from ``request.state`` (``AsgiService::scope_state``).
+  the user from ``request.state`` (``AsgiService::scope_state``) and leaves an audit record
+  the middleware reads back (``AsgiService::response_state``).
 
 The examples are started from target/release/examples like in test_examples.py.
 """
@@ -356,7 +357,7 @@ def test_rust_from_python_endpoint_calls_the_registered_rust_function():
 # ---------------------------------------------------------------------------------------
 
 
-def test_python_reads_the_user_a_rust_middleware_authenticated():
+def test_context_both_ways_python_reads_the_rust_user_and_rust_reads_the_python_audit():
     server = start_example("request_context", app="pyapp.migration_apps:reads_context")
     try:
         with client(server) as http:
@@ -371,5 +372,9 @@ def test_python_reads_the_user_a_rust_middleware_authenticated():
         ids = {ada.json()["request_id"], bob.json()["request_id"]}
         assert len(ids) == 2 and all(value.startswith("req-") for value in ids), ids
         assert stranger.status_code == 401
+        # What the Python handler left in request.state came back to the Rust middleware.
+        assert ada.headers["x-audit"] == "profile.read by 1"
+        assert bob.headers["x-audit"] == "profile.read by 2"
+        assert "x-audit" not in stranger.headers
     finally:
         server.stop()

@@ -17,6 +17,7 @@ use super::response::{AppResponse, Ending, Step};
 use crate::asgi::awaitable::ready;
 use crate::asgi::body::{IncomingBody, RequestBody, ResponseBody, StreamItem};
 use crate::asgi::codec::message_type;
+use crate::asgi::context::ResponseState;
 use crate::asgi::cycle::{self, Asked, Cycle, Handler};
 use crate::asgi::disconnected::client_disconnected;
 use crate::asgi::parking::{Closed, Inbox, IntoMessage, Next, Outbox};
@@ -32,6 +33,7 @@ pub(super) fn start(
     body: RequestBody,
     body_failure: BodyFailure,
     root_path: &str,
+    response_state: ResponseState,
     asked: Asked<Response<ResponseBody>>,
 ) {
     let Asked {
@@ -43,15 +45,27 @@ pub(super) fn start(
     let cycle = HttpCycle {
         inbox: Inbox::new(body),
         outbox: Outbox::new(),
-        response: AppResponse::new(answer, head_request, disconnect.clone()),
+        response: AppResponse::new(answer, head_request, disconnect.clone(), response_state),
         disconnect,
         body_failure,
         event_loop,
     };
     let event_loop = cycle.event_loop.clone();
-    cycle::start(py, &event_loop, cycle, AppTask::Request, |state| {
-        scope::http_scope(py, &head, root_path, state, http_extensions(py)?)
+    let response_reads_state = cycle.response.reads_state();
+    let mut scope_state = None;
+    let started = cycle::start(py, &event_loop, cycle, AppTask::Request, |state| {
+        let scope = scope::http_scope(py, &head, root_path, state, http_extensions(py)?)?;
+        if response_reads_state {
+            scope_state = scope.get_item(intern!(py, "state"))?;
+        }
+        Ok(scope)
     });
+    // The app task is created but has not run yet: the state is in place before it starts.
+    if let (Some(cycle), Some(state)) = (started, scope_state)
+        && let Ok(state) = state.cast_into::<PyDict>()
+    {
+        cycle.borrow_mut().response.read_state_from(state.unbind());
+    }
 }
 
 /// The extensions every HTTP scope advertises; copied per request so apps may mutate theirs.

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use self::response::internal_error;
 use super::body::{RequestBody, ResponseBody};
 use super::codec::{plain_response, request_head};
+use super::context::ResponseState;
 use super::cycle::submit_and_await;
 use crate::BoxError;
 use crate::python::EventLoop;
@@ -26,6 +27,7 @@ use crate::python::EventLoop;
 pub(super) async fn handle<B>(
     event_loop: &EventLoop,
     root_path: &Arc<str>,
+    response_state: &ResponseState,
     parts: http::request::Parts,
     body: B,
 ) -> Response<ResponseBody>
@@ -45,8 +47,9 @@ where
     let head = request_head(parts);
     let root_path = root_path.clone();
     let failure = body_failure.clone();
+    let response_state = response_state.clone();
     let answer = submit_and_await(event_loop, move |py, asked| {
-        cycle::start(py, head, body, failure, &root_path, asked);
+        cycle::start(py, head, body, failure, &root_path, response_state, asked);
     });
     // A broken or stalled request body is the client's fault: 400 or 408 unless the
     // response has started (the app, which saw a disconnect, may still answer, but too late).

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::BoxError;
 use crate::asgi::body::{ResponseBody, StreamItem, app_bytes};
 use crate::asgi::codec::{body, flag, headers, plain_response, response_head};
+use crate::asgi::context::ResponseState;
 use crate::asgi::violation::{self, bad_value, refusal, refuse};
 use crate::python::EventLoop;
 
@@ -72,16 +73,37 @@ pub(super) struct AppResponse {
     length: DeclaredLength,
     /// Given to the response body, which fires it when hyper drops the body.
     disconnect: CancellationToken,
+    /// Keys of the request's `state` that go into the response's extensions, and that
+    /// `state` (set once the scope exists, when any key is declared).
+    response_state: ResponseState,
+    scope_state: Option<Py<PyDict>>,
 }
 
 impl AppResponse {
-    pub(super) fn new(answer: Answer, head_request: bool, disconnect: CancellationToken) -> Self {
+    pub(super) fn new(
+        answer: Answer,
+        head_request: bool,
+        disconnect: CancellationToken,
+        response_state: ResponseState,
+    ) -> Self {
         AppResponse {
             state: State::NotStarted { answer },
             head_request,
             length: DeclaredLength::Unchecked,
             disconnect,
+            response_state,
+            scope_state: None,
         }
+    }
+
+    /// Whether the response carries values from the request's `state`.
+    pub(super) fn reads_state(&self) -> bool {
+        !self.response_state.is_empty()
+    }
+
+    /// The request's `state`, read when the response starts.
+    pub(super) fn read_state_from(&mut self, state: Py<PyDict>) {
+        self.scope_state = Some(state);
     }
 
     /// The app sent all of its response, or the server cut it off.
@@ -104,7 +126,11 @@ impl AppResponse {
             ))
         });
         match started {
-            Ok((length, head, trailers)) => {
+            Ok((length, mut head, trailers)) => {
+                if let Some(state) = &self.scope_state {
+                    self.response_state
+                        .put(state.bind(message.py()), &mut head.extensions);
+                }
                 self.length = length;
                 self.state = State::HeadHeld {
                     answer,
