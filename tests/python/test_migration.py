@@ -108,7 +108,7 @@ def test_openapi_docs_page_of_the_python_app_loads_the_merged_document(merged):
 
 def test_openapi_merge_is_logged_at_startup(merged):
     line = log_line(merged, "OpenAPI: one document at /openapi.json")
-    assert "2 operations from Rust, 12 from Python" in line
+    assert "2 operations from Rust, 13 from Python" in line
     assert "defined differently" not in merged.logs()
 
 
@@ -188,7 +188,7 @@ def test_ownership_matches_the_router(merged):
     with client(merged) as http:
         for (method, path), owner in owners.items():
             target = path.replace("{item_id}", "7").replace("{prefix}", "some")
-            params = {"seconds": 0} if path == "/slow" else None
+            params = {"seconds": 0} if path in ("/slow", "/busy") else None
             response = http.request(method, target, params=params)
             answered_by = "python" if served_by(response) == "python" else "rust"
             assert answered_by == owner, f"{method} {target}: report says {owner}, {answered_by} answered"
