@@ -11,7 +11,9 @@ use crate::asgi::lifespan::{self, RunningLifespan};
 use crate::asgi::{AsgiService, LifespanMode};
 use crate::defaults;
 use crate::error::{Error, ErrorKind};
-use crate::python::{AppSpec, EventLoop, Interface, LoopKind, format_traceback, interpreter};
+use crate::python::{
+    AppSource, AppSpec, EventLoop, Interface, LoopKind, format_traceback, interpreter, without_gil,
+};
 use crate::shutdown::Shutdown;
 
 /// A Python ASGI app running on its own loop thread.
@@ -33,6 +35,8 @@ pub struct PythonAppBuilder {
     lifespan: LifespanMode,
     ws_max_size: usize,
     rust_modules: Vec<(&'static str, ModuleInit)>,
+    /// Serve on the asyncio loop running on the thread that calls `start`.
+    on_running_loop: bool,
 }
 
 /// Fills a Rust module for Python, as a `#[pymodule]` function does.
@@ -48,14 +52,15 @@ impl PythonApp {
     /// Options for importing `module:attribute`, each with uvicorn's default; finish with
     /// [`PythonAppBuilder::start`].
     pub fn builder(import_string: &str) -> PythonAppBuilder {
-        PythonAppBuilder {
-            spec: AppSpec::new(import_string),
-            loop_kind: LoopKind::Auto,
-            root_path: String::new(),
-            lifespan: LifespanMode::Auto,
-            ws_max_size: defaults::WS_MAX_SIZE,
-            rust_modules: Vec::new(),
-        }
+        PythonAppBuilder::new(AppSource::Import(import_string.to_owned()))
+    }
+
+    /// Options for serving `app`, an ASGI app object (or with
+    /// [`PythonAppBuilder::factory`], its factory) of an interpreter that is already
+    /// running: a pyo3 extension module gives the object its Python caller passed, as in
+    /// `examples/maturin_router`. Finish with [`PythonAppBuilder::start`].
+    pub fn builder_for(app: Py<PyAny>) -> PythonAppBuilder {
+        PythonAppBuilder::new(AppSource::Object(app))
     }
 
     /// A Tower service forwarding requests to the app; clone it freely.
@@ -109,7 +114,9 @@ impl PythonApp {
     pub(crate) fn stop(mut self) {
         self.event_loop.stop();
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            without_gil(move || {
+                let _ = thread.join();
+            });
         }
     }
 }
@@ -150,6 +157,18 @@ impl LoopCalls {
 }
 
 impl PythonAppBuilder {
+    fn new(source: AppSource) -> Self {
+        PythonAppBuilder {
+            spec: AppSpec::new(source),
+            loop_kind: LoopKind::Auto,
+            root_path: String::new(),
+            lifespan: LifespanMode::Auto,
+            ws_max_size: defaults::WS_MAX_SIZE,
+            rust_modules: Vec::new(),
+            on_running_loop: false,
+        }
+    }
+
     /// Call the attribute to obtain the app (uvicorn's `--factory`).
     pub fn factory(mut self, factory: bool) -> Self {
         self.spec.factory = factory;
@@ -204,7 +223,19 @@ impl PythonAppBuilder {
         self
     }
 
-    /// Starts the interpreter (once per process), the loop thread, and imports the app.
+    /// Serves the app on the asyncio loop running on the thread that calls
+    /// [`PythonAppBuilder::start`] (the caller's thread, inside a coroutine) instead of on a
+    /// loop thread of its own; [`PythonAppBuilder::event_loop`] is then moot. The caller
+    /// keeps that loop running until the server has stopped; requests and lifespan run on
+    /// it, next to the caller's own tasks. Needs an interpreter that is already running.
+    pub fn on_running_loop(mut self) -> Self {
+        self.on_running_loop = true;
+        self
+    }
+
+    /// Starts the interpreter (once per process; an interpreter already running is used as
+    /// it is), the loop thread, and imports the app. Called from Python (an extension
+    /// module), it releases the GIL while the loop thread imports the app.
     pub fn start(self) -> Result<PythonApp, Error> {
         static INTERPRETER: OnceLock<Result<(), String>> = OnceLock::new();
         INTERPRETER
@@ -220,10 +251,19 @@ impl PythonAppBuilder {
         for (name, init) in &self.rust_modules {
             register_module(name, *init)?;
         }
-        let (event_loop, thread) = EventLoop::start(self.spec, self.loop_kind, runtime)?;
+        let (event_loop, thread) = match self.on_running_loop {
+            true => (
+                Python::attach(|py| EventLoop::attach(py, self.spec, runtime))?,
+                None,
+            ),
+            false => {
+                let (event_loop, thread) = EventLoop::start(self.spec, self.loop_kind, runtime)?;
+                (event_loop, Some(thread))
+            }
+        };
         Ok(PythonApp {
             event_loop,
-            thread: Some(thread),
+            thread,
             root_path: self.root_path,
             lifespan: self.lifespan,
             ws_max_size: self.ws_max_size,

@@ -14,14 +14,19 @@ use pyo3::ffi;
 /// When `VIRTUAL_ENV` names a virtualenv, the interpreter is started as that venv's
 /// `bin/python` would be: CPython then reads `pyvenv.cfg` and puts the venv's site-packages
 /// on `sys.path`, exactly as for `pip install` + `python -m uvicorn`.
+///
+/// In an interpreter that is already running (this crate inside an extension module: the
+/// wheel's `rust_asgi_server`, or a library user's maturin project) there is nothing to do:
+/// the app is served by that interpreter, as it was started.
 pub(crate) fn initialize() -> Result<(), String> {
+    // SAFETY: Py_IsInitialized may be called at any time.
+    if unsafe { ffi::Py_IsInitialized() } != 0 {
+        return Ok(());
+    }
     let virtual_env = std::env::var_os("VIRTUAL_ENV").map(PathBuf::from);
     // SAFETY: called once, before any other use of the interpreter in this process; the
     // config struct is initialised by CPython before we touch it and cleared afterwards.
     unsafe {
-        if ffi::Py_IsInitialized() != 0 {
-            return Err("the Python interpreter was already initialised".into());
-        }
         let mut config = MaybeUninit::<ffi::PyConfig>::uninit();
         ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
         let mut config = config.assume_init();

@@ -25,6 +25,7 @@ pub struct ServerOptions {
     pub(crate) limit_max_requests: Option<u64>,
     pub(crate) date_header: bool,
     pub(crate) proxy_headers: Option<TrustedProxies>,
+    pub(crate) signals: bool,
 }
 
 impl Default for ServerOptions {
@@ -43,6 +44,7 @@ impl Default for ServerOptions {
             limit_max_requests: None,
             date_header: true,
             proxy_headers: defaults::FORWARDED_ALLOW_IPS.parse().ok(),
+            signals: true,
         }
     }
 }
@@ -51,6 +53,14 @@ impl ServerOptions {
     /// The defaults: uvicorn's, where uvicorn has the setting.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Shut down gracefully on SIGINT/SIGTERM (default: on). Off, only
+    /// [`ServerHandle::shutdown`](super::ServerHandle::shutdown) stops the server: for a
+    /// program that owns its signals (the wheel's awaitable `Server`).
+    pub fn signals(mut self, enabled: bool) -> Self {
+        self.signals = enabled;
+        self
     }
 
     /// Log one line per request (default: on).
