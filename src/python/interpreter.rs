@@ -21,6 +21,15 @@ use pyo3::ffi;
 pub(crate) fn initialize() -> Result<(), String> {
     // SAFETY: Py_IsInitialized may be called at any time.
     if unsafe { ffi::Py_IsInitialized() } != 0 {
+        // As below, `threading` must take the main thread for its own. A host program that
+        // has not imported it yet (an extension module's caller, from the main thread) gets
+        // it imported here rather than first on the loop thread. From another thread it is
+        // left to the host.
+        // SAFETY: gettid and getpid have no arguments; equal, this is the main thread.
+        if unsafe { libc::gettid() == libc::getpid() } {
+            pyo3::Python::attach(|py| py.import("threading").map(drop))
+                .map_err(|err| format!("cannot import threading: {err}"))?;
+        }
         return Ok(());
     }
     let virtual_env = std::env::var_os("VIRTUAL_ENV").map(PathBuf::from);
