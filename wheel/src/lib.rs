@@ -99,13 +99,7 @@ impl EmbeddedServer {
         runtime.spawn(async move {
             let outcome = serving.await;
             Python::attach(|py| {
-                let error = match outcome {
-                    Ok(()) => py.None(),
-                    Err(err) => err
-                        .to_string()
-                        .into_pyobject(py)
-                        .map_or_else(|_| py.None(), |e| e.into_any().unbind()),
-                };
+                let error = outcome.err().map(|err| err.to_string());
                 let _ = call_soon.call1(py, (resolve, done, error));
             });
         });
