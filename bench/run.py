@@ -126,6 +126,7 @@ SERVER_LABELS = {
     "uvicorn": "uvicorn",
     "granian": "granian",
     "mixed": "bench_mixed (ours)",
+    "wheel": "rust-asgi-server (wheel)",
     "axum": "bare axum",
 }
 # Ratios printed per cell: (numerator, denominator).
@@ -178,6 +179,10 @@ def server_command(server: str, app: App, port: int, workers: int = 1) -> list[s
     if server == "ours":
         return [str(OURS_BIN), "--app", app.target, "--bind", bind, "--loop", OURS_LOOP[0],
                 "--no-access-log", "--log-level", "warning", *more_workers]
+    if server == "wheel":
+        # The wheel's console script (--wheel), same flags: the same engine from pip.
+        return [str(venv_bin / "rust-asgi-server"), "--app", app.target, "--bind", bind, "--loop",
+                OURS_LOOP[0], "--no-access-log", "--log-level", "warning", *more_workers]
     if server == "uvicorn":
         return [str(venv_bin / "uvicorn"), app.target, "--host", "127.0.0.1", "--port", str(port),
                 "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
@@ -373,6 +378,8 @@ def setup_venv(args) -> None:
         pip.append("--upgrade")
     if run_cmd(pip + PEER_PACKAGES).returncode != 0:
         die("pip install of the peers failed")
+    if args.wheel and run_cmd(pip + ["--force-reinstall", "--no-deps", str(args.wheel)]).returncode != 0:
+        die(f"pip install of {args.wheel} failed")
 
 
 def ensure_tool(name: str, package: str) -> str:
@@ -887,13 +894,17 @@ def summary_lines(cells: list[Cell]) -> list[str]:
     rust_cells = [cell for cell in cells if apps[cell.app].rust_route]
     lines = []
     if asgi_cells:
-        lines += ["| cell | ours | uvicorn | granian | ours/uvicorn | ours/granian |",
-                  "|---|--:|--:|--:|--:|--:|"]
+        ratios = [("ours", "uvicorn"), ("ours", "granian")]
+        if "wheel" in ASGI_SERVERS:
+            ratios.append(("wheel", "ours"))
+        lines += ["| cell | " + " | ".join(ASGI_SERVERS) + " | "
+                  + " | ".join(f"{num}/{den}" for num, den in ratios) + " |",
+                  "|---|" + "--:|" * (len(ASGI_SERVERS) + len(ratios))]
         for cell in asgi_cells:
             lines.append("| " + " | ".join(
                 [cell.label]
                 + [summary_value(cell, server) for server in ASGI_SERVERS]
-                + [ratio(cell, "ours", "uvicorn"), ratio(cell, "ours", "granian")]) + " |")
+                + [ratio(cell, num, den) for num, den in ratios]) + " |")
         lines.append("")
     if rust_cells:
         lines += ["| cell | mixed (ours) | bare axum | mixed/axum |", "|---|--:|--:|--:|"]
@@ -1012,6 +1023,9 @@ def main() -> int:
                         help="before each run, wait up to this long for the benchmark CPUs to be idle "
                              "(default 30; 0 disables)")
     parser.add_argument("--list", action="store_true", help="print the selected runs and exit")
+    parser.add_argument("--wheel", type=Path, metavar="WHEEL",
+                        help="also measure this wheel's rust-asgi-server command (installed into "
+                             "bench/.venv) as server `wheel`, beside the binary")
     parser.add_argument("--output", type=Path, help="report path (default bench/results/DATE[-quick].md)")
     args = parser.parse_args()
 
@@ -1025,6 +1039,9 @@ def main() -> int:
     ctx.reps = args.reps if args.reps is not None else (1 if args.quick else 3)
     ctx.command = shlex.join(["python3", "bench/run.py"] + sys.argv[1:])
 
+    if args.wheel:
+        ASGI_SERVERS.append("wheel")
+        RATIOS.insert(0, ("wheel", "ours"))
     cells = build_cells(args.filter)
     if not cells:
         die(f"--filter {args.filter} selects nothing; names look like raw-echo/c50/granian")

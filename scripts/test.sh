@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README and CI run it: lint, Rust tests and doctests, then the
-# black-box pytest suite against the release binary. Needs only cargo and python3 on PATH.
+# black-box pytest suite against the release binary, then the wheel (scripts/test_wheel.sh).
+# Needs only cargo and python3 on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,8 +11,8 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
-cargo fmt --check
-cargo clippy --release --all-targets --quiet -- -D warnings
+cargo fmt --all --check
+cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 cargo build --release --bins --examples
 cargo nextest run --release --no-fail-fast
 # nextest runs no doctests: this compiles the docs' Rust blocks (the crate docs and
@@ -20,3 +21,5 @@ cargo nextest run --release --no-fail-fast
 cargo test --doc --release
 
 "$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider "$@"
+
+scripts/test_wheel.sh

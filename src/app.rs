@@ -12,7 +12,8 @@ use crate::asgi::{AsgiService, LifespanMode};
 use crate::defaults;
 use crate::error::{Error, ErrorKind};
 use crate::python::{
-    AppSpec, EventLoop, Interface, LoopKind, LoopWatch, format_traceback, interpreter,
+    AppSource, AppSpec, EventLoop, Interface, LoopKind, LoopWatch, format_traceback, interpreter,
+    without_gil,
 };
 use crate::shutdown::Shutdown;
 
@@ -35,6 +36,8 @@ pub struct PythonAppBuilder {
     lifespan: LifespanMode,
     ws_max_size: usize,
     rust_modules: Vec<(&'static str, ModuleInit)>,
+    /// Serve on the asyncio loop running on the thread that calls `start`.
+    on_running_loop: bool,
 }
 
 /// Fills a Rust module for Python, as a `#[pymodule]` function does.
@@ -50,14 +53,15 @@ impl PythonApp {
     /// Options for importing `module:attribute`, each with uvicorn's default; finish with
     /// [`PythonAppBuilder::start`].
     pub fn builder(import_string: &str) -> PythonAppBuilder {
-        PythonAppBuilder {
-            spec: AppSpec::new(import_string),
-            loop_kind: LoopKind::Auto,
-            root_path: String::new(),
-            lifespan: LifespanMode::Auto,
-            ws_max_size: defaults::WS_MAX_SIZE,
-            rust_modules: Vec::new(),
-        }
+        PythonAppBuilder::new(AppSource::Import(import_string.to_owned()))
+    }
+
+    /// Options for serving `app`, an ASGI app object (or with
+    /// [`PythonAppBuilder::factory`], its factory) of an interpreter that is already
+    /// running: a pyo3 extension module gives the object its Python caller passed, as in
+    /// `examples/maturin_router`. Finish with [`PythonAppBuilder::start`].
+    pub fn builder_for(app: Py<PyAny>) -> PythonAppBuilder {
+        PythonAppBuilder::new(AppSource::Object(app))
     }
 
     /// A Tower service forwarding requests to the app; clone it freely.
@@ -116,7 +120,9 @@ impl PythonApp {
     pub(crate) fn stop(mut self) {
         self.event_loop.stop();
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            without_gil(move || {
+                let _ = thread.join();
+            });
         }
     }
 }
@@ -157,6 +163,18 @@ impl LoopCalls {
 }
 
 impl PythonAppBuilder {
+    fn new(source: AppSource) -> Self {
+        PythonAppBuilder {
+            spec: AppSpec::new(source),
+            loop_kind: LoopKind::Auto,
+            root_path: String::new(),
+            lifespan: LifespanMode::Auto,
+            ws_max_size: defaults::WS_MAX_SIZE,
+            rust_modules: Vec::new(),
+            on_running_loop: false,
+        }
+    }
+
     /// Call the attribute to obtain the app (uvicorn's `--factory`).
     pub fn factory(mut self, factory: bool) -> Self {
         self.spec.factory = factory;
@@ -211,7 +229,19 @@ impl PythonAppBuilder {
         self
     }
 
-    /// Starts the interpreter (once per process), the loop thread, and imports the app.
+    /// Serves the app on the asyncio loop running on the thread that calls
+    /// [`PythonAppBuilder::start`] (the caller's thread, inside a coroutine) instead of on a
+    /// loop thread of its own; [`PythonAppBuilder::event_loop`] is then moot. The caller
+    /// keeps that loop running until the server has stopped; requests and lifespan run on
+    /// it, next to the caller's own tasks. Needs an interpreter that is already running.
+    pub fn on_running_loop(mut self) -> Self {
+        self.on_running_loop = true;
+        self
+    }
+
+    /// Starts the interpreter (once per process; an interpreter already running is used as
+    /// it is), the loop thread, and imports the app. Called from Python (an extension
+    /// module), it releases the GIL while the loop thread imports the app.
     pub fn start(self) -> Result<PythonApp, Error> {
         static INTERPRETER: OnceLock<Result<(), String>> = OnceLock::new();
         INTERPRETER
@@ -227,10 +257,19 @@ impl PythonAppBuilder {
         for (name, init) in &self.rust_modules {
             register_module(name, *init)?;
         }
-        let (event_loop, thread) = EventLoop::start(self.spec, self.loop_kind, runtime)?;
+        let (event_loop, thread) = match self.on_running_loop {
+            true => (
+                Python::attach(|py| EventLoop::attach(py, self.spec, runtime))?,
+                None,
+            ),
+            false => {
+                let (event_loop, thread) = EventLoop::start(self.spec, self.loop_kind, runtime)?;
+                (event_loop, Some(thread))
+            }
+        };
         Ok(PythonApp {
             event_loop,
-            thread: Some(thread),
+            thread,
             root_path: self.root_path,
             lifespan: self.lifespan,
             ws_max_size: self.ws_max_size,

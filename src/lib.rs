@@ -45,6 +45,14 @@ pub use server::{
     TlsOptions,
 };
 
+/// The exception class `send()` raises once the client has gone:
+/// `rust_asgi_server.ClientDisconnected`, a subclass of `OSError` (ASGI spec 2.4). An
+/// extension module exports it so that apps can catch it by name.
+pub fn client_disconnected_class(py: pyo3::Python<'_>) -> pyo3::Bound<'_, pyo3::types::PyType> {
+    use pyo3::PyTypeInfo;
+    asgi::ClientDisconnected::type_object(py)
+}
+
 /// `docs/migration.md`, compiled as doctests so the guide's Rust code keeps up with the API;
 /// only in doctest builds, so it adds nothing to the crate.
 #[cfg(doctest)]

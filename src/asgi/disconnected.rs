@@ -3,7 +3,8 @@
 //! own the same. Starlette turns an `OSError` from `send()` into its own disconnect handling.
 //! An app that lets it propagate is not logged as failing: a client leaving is no app error.
 //!
-//! The class is `rust_asgi_server.ClientDisconnected`; no Python module exports it yet.
+//! The class is `rust_asgi_server.ClientDisconnected`; the wheel's Python package exports it
+//! ([`crate::client_disconnected_class`]).
 
 use pyo3::PyErr;
 
@@ -18,7 +19,7 @@ mod class {
     );
 }
 
-pub(super) use class::ClientDisconnected;
+pub(crate) use class::ClientDisconnected;
 
 /// The error for a message that could not go out because the client has gone.
 pub(super) fn client_disconnected(message_type: &str) -> PyErr {

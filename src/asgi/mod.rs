@@ -30,6 +30,7 @@ mod violation;
 mod websocket;
 
 pub use body::ResponseBody;
+pub(crate) use disconnected::ClientDisconnected;
 pub use lifespan::LifespanMode;
 pub(crate) use probe::OwnershipProbe;
 pub use service::AsgiService;

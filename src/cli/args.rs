@@ -16,7 +16,7 @@ use crate::layers::TrustedProxies;
 use crate::server::inherited_socket;
 use crate::{
     Bind, ClientCertificates, HttpVersions, Interface, KeyPassword, LifespanMode, LoopKind,
-    PythonApp, PythonAppBuilder, ServerOptions, TlsOptions,
+    PythonAppBuilder, ServerOptions, TlsOptions,
 };
 
 /// Serve a Python ASGI application (Starlette, FastAPI, any ASGI 3 or 2 app) from Rust.
@@ -398,8 +398,9 @@ impl Cli {
         FileWatcher::new(&directories, filter)
     }
 
-    pub(super) fn python_app(&self, import_string: &str) -> PythonAppBuilder {
-        PythonApp::builder(import_string)
+    /// The app options of this command line, set on `builder`.
+    pub(super) fn python_app(&self, builder: PythonAppBuilder) -> PythonAppBuilder {
+        builder
             .app_dir(&self.app_dir)
             .factory(self.factory)
             .interface(self.interface)

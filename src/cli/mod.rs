@@ -1,28 +1,91 @@
 //! The `rust-asgi-server` command line: its arguments (`args.rs`), the `--workers`
 //! supervisor (`supervisor.rs`) and `--reload` (`reload.rs`). Behind the default `cli`
 //! feature, so a library user compiles none of it.
+//!
+//! The binary and the wheel's `rust-asgi-server` / `python -m rust_asgi_server` run this
+//! same command line ([`run`]); the wheel's Python API (`run(app, **options)`,
+//! `Server(app, **options)`) turns its keyword arguments into these flags, so every option
+//! has one definition, one default and one help text.
 
 mod args;
 mod reload;
 mod supervisor;
 
+use std::ffi::OsString;
+use std::future::Future;
 use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::ExitCode;
 
 use axum::Router;
 use clap::Parser;
+use pyo3::prelude::*;
 use tower::ServiceBuilder;
 
 use self::args::{Cli, LogFormat, ProcessRole};
 use self::supervisor::{Lifeline, Supervisor};
-use crate::Server;
 use crate::error::{Error, ErrorKind};
 use crate::layers::{BodySizeLimitLayer, DefaultHeadersLayer, InFlightLimitLayer};
+use crate::{PythonApp, PythonAppBuilder, Server, ServerHandle};
 
 /// Runs the command line of this process's arguments, as the `rust-asgi-server` binary
 /// does, and returns its exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    ExitCode::from(run(
+        std::env::args_os(),
+        &WorkerCommand::current_exe(),
+        None,
+    ))
+}
+
+/// How `--workers` and `--reload` start a worker: this program again, with the command
+/// line's own arguments after `args`.
+#[derive(Debug)]
+pub struct WorkerCommand {
+    program: std::io::Result<PathBuf>,
+    args: Vec<OsString>,
+}
+
+impl WorkerCommand {
+    /// This executable (the binary).
+    pub fn current_exe() -> Self {
+        WorkerCommand {
+            program: std::env::current_exe(),
+            args: Vec::new(),
+        }
+    }
+
+    /// `program` with `args` first: the wheel starts `python -m rust_asgi_server`.
+    pub fn new(program: impl Into<PathBuf>, args: impl IntoIterator<Item = OsString>) -> Self {
+        WorkerCommand {
+            program: Ok(program.into()),
+            args: args.into_iter().collect(),
+        }
+    }
+}
+
+/// Runs the command line `args` (the program name first, as in `std::env::args_os`) and
+/// returns its exit code: 0 when served and stopped gracefully, 2 for a usage error, 3 when
+/// serving failed. `app` is an ASGI app object (or with `--factory` its factory) served
+/// instead of an `APP` argument, for `rust_asgi_server.run(app)`; it cannot be handed to
+/// worker processes, so `--workers` and `--reload` then need an import string.
+///
+/// Help, usage errors and log lines are written to stdout and stderr as by the binary.
+/// Called from Python, release the GIL first (`py.detach`): the loop thread needs it.
+pub fn run(
+    args: impl IntoIterator<Item = OsString>,
+    workers: &WorkerCommand,
+    app: Option<Py<PyAny>>,
+) -> u8 {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return u8::try_from(err.exit_code()).unwrap_or(2);
+        }
+    };
     // Before any thread exists, and before the interpreter copies the environment.
     let env_loaded = cli.load_env_file();
     init_logging(&cli);
@@ -30,32 +93,149 @@ pub fn main() -> ExitCode {
         Ok(()) => {
             if let Some(path) = &cli.env_file {
                 tracing::info!("loaded environment from {}", path.display());
+                sync_python_environ();
             }
         }
         Err(err) => {
             tracing::error!("{err}");
-            return ExitCode::from(2);
+            return 2;
         }
     }
-    let Some(import_string) = cli.import_string().map(str::to_owned) else {
-        eprintln!("error: no app given; usage: rust-asgi-server --app module:app");
-        return ExitCode::from(2);
+    let source = match (cli.import_string(), app) {
+        (_, Some(app)) if cli.process_role() == ProcessRole::Supervisor => {
+            drop(app);
+            eprintln!(
+                "error: --workers and --reload start the app in new processes: give it as an \
+                 import string (\"module:app\"), not as an object"
+            );
+            return 2;
+        }
+        (_, Some(app)) => AppArg::Object(app),
+        (Some(import_string), None) => AppArg::Import(import_string.to_owned()),
+        (None, None) => {
+            eprintln!("error: no app given; usage: rust-asgi-server --app module:app");
+            return 2;
+        }
     };
     let result = match cli.process_role() {
-        ProcessRole::Supervisor => supervise(&cli),
-        ProcessRole::Single | ProcessRole::Worker { .. } => serve(&cli, &import_string),
+        ProcessRole::Supervisor => supervise(&cli, workers, &args),
+        ProcessRole::Single | ProcessRole::Worker { .. } => serve(&cli, source),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(err) => {
             tracing::error!("{err}");
-            ExitCode::from(3)
+            3
         }
     }
 }
 
+/// The app of a command line: `APP` or an object from Python.
+enum AppArg {
+    Import(String),
+    Object(Py<PyAny>),
+}
+
+impl AppArg {
+    fn builder(self, cli: &Cli) -> PythonAppBuilder {
+        let builder = match self {
+            AppArg::Import(import_string) => PythonApp::builder(&import_string),
+            AppArg::Object(app) => PythonApp::builder_for(app),
+        };
+        cli.python_app(builder)
+    }
+}
+
+/// A server built from a command line, serving on the asyncio loop that runs on the
+/// calling thread: the wheel's awaitable `Server`.
+pub struct Embedded {
+    /// Readiness and shutdown of the server.
+    pub handle: ServerHandle,
+    /// Serves until [`ServerHandle::shutdown`]; spawn it on the Tokio runtime.
+    pub serving: Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>,
+}
+
+/// Builds the server of the command line `args` (program name first) for an app object,
+/// or the command line's `APP` when `app` is `None`, to be served on the asyncio loop
+/// running on this thread, with no signal handlers: the caller owns its signals and stops
+/// the server through [`Embedded::handle`]. Logs go to stderr as the binary's do. Call inside a Tokio runtime, with the GIL held
+/// by the thread running that loop. A usage error is clap's message, as the binary would
+/// print it.
+pub fn embed(
+    args: impl IntoIterator<Item = OsString>,
+    app: Option<Py<PyAny>>,
+) -> Result<Embedded, EmbedError> {
+    let cli = Cli::try_parse_from(args).map_err(|err| EmbedError::Usage(err.to_string()))?;
+    init_logging(&cli);
+    if cli.env_file.is_some() {
+        cli.load_env_file().map_err(EmbedError::Serve)?;
+        sync_python_environ();
+    }
+    if cli.process_role() != ProcessRole::Single {
+        return Err(EmbedError::Usage(
+            "--workers and --reload are not available to a server awaited in a running \
+             asyncio loop; use rust_asgi_server.run() or the command line"
+                .into(),
+        ));
+    }
+    let source = match (app, cli.import_string()) {
+        (Some(app), _) => AppArg::Object(app),
+        (None, Some(import_string)) => AppArg::Import(import_string.to_owned()),
+        (None, None) => return Err(EmbedError::Usage("no app given".into())),
+    };
+    // A bad certificate fails here, before the app is attached to the caller's loop.
+    if let Some(tls) = cli.tls_options() {
+        tls.server_config(cli.http).map_err(EmbedError::Serve)?;
+    }
+    let binds = cli.binds().map_err(EmbedError::Serve)?;
+    let python = source
+        .builder(&cli)
+        .on_running_loop()
+        .start()
+        .map_err(EmbedError::Serve)?;
+    let (handle, serving) = build_server(&cli, binds, python, false);
+    Ok(Embedded {
+        handle,
+        serving: Box::pin(serving),
+    })
+}
+
+/// Why [`embed`] could not build a server.
+#[derive(Debug)]
+pub enum EmbedError {
+    /// The options are wrong: clap's message.
+    Usage(String),
+    /// The app or a listener could not be set up.
+    Serve(Error),
+}
+
+/// The binary's server for `python`: its router in the command line's layers, on `binds`;
+/// its handle, and the future that serves until it stops.
+fn build_server(
+    cli: &Cli,
+    binds: Vec<crate::Bind>,
+    python: PythonApp,
+    signals: bool,
+) -> (
+    ServerHandle,
+    impl Future<Output = Result<(), Error>> + Send + 'static,
+) {
+    let router = Router::new().fallback_service(python.service());
+    // Outermost first: refusals get the default headers too.
+    let service = ServiceBuilder::new()
+        .layer(DefaultHeadersLayer::new(cli.default_headers()))
+        .option_layer(cli.limit_concurrency.map(InFlightLimitLayer::new))
+        .option_layer(cli.limit_request_body.map(BodySizeLimitLayer::new))
+        .service(router);
+    let server = binds
+        .into_iter()
+        .fold(Server::new(service), Server::listen)
+        .options(cli.server_options().signals(signals));
+    (server.handle(), server.serve(python))
+}
+
 /// Serves the app in this process: alone, or as one worker of a supervisor.
-fn serve(cli: &Cli, import_string: &str) -> Result<(), Error> {
+fn serve(cli: &Cli, app: AppArg) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -68,28 +248,18 @@ fn serve(cli: &Cli, import_string: &str) -> Result<(), Error> {
             ProcessRole::Worker { lifeline } => Some(Lifeline::inherited(lifeline)?),
             ProcessRole::Single | ProcessRole::Supervisor => None,
         };
-        let python = cli.python_app(import_string).start()?;
-        let router = Router::new().fallback_service(python.service());
-        // Outermost first: refusals get the default headers too.
-        let service = ServiceBuilder::new()
-            .layer(DefaultHeadersLayer::new(cli.default_headers()))
-            .option_layer(cli.limit_concurrency.map(InFlightLimitLayer::new))
-            .option_layer(cli.limit_request_body.map(BodySizeLimitLayer::new))
-            .service(router);
-        let server = binds
-            .into_iter()
-            .fold(Server::new(service), Server::listen)
-            .options(cli.server_options());
+        let python = app.builder(cli).start()?;
+        let (handle, serving) = build_server(cli, binds, python, true);
         if let Some(lifeline) = lifeline {
-            tokio::spawn(lifeline.attend(server.handle()));
+            tokio::spawn(lifeline.attend(handle));
         }
-        server.serve(python).await
+        serving.await
     })
 }
 
 /// `--workers N` or `--reload`: binds the sockets, then starts and watches worker
 /// processes that serve them. Python never starts in this process.
-fn supervise(cli: &Cli) -> Result<(), Error> {
+fn supervise(cli: &Cli, command: &WorkerCommand, args: &[OsString]) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -105,14 +275,19 @@ fn supervise(cli: &Cli) -> Result<(), Error> {
         .into_iter()
         .map(|bind| bind.open(cli.backlog))
         .collect::<Result<Vec<_>, _>>()?;
-    let program = std::env::current_exe().map_err(|err| {
+    let program = command.program.as_ref().map_err(|err| {
         Error::with_source(
             ErrorKind::System,
             "cannot find this program to start workers",
-            err,
+            std::io::Error::new(err.kind(), err.to_string()),
         )
     })?;
-    let args = std::env::args_os().skip(1).collect();
+    let args = command
+        .args
+        .iter()
+        .chain(args.iter().skip(1))
+        .cloned()
+        .collect();
     let workers = if cli.reload {
         if cli.workers > 1 {
             tracing::warn!("--reload runs one worker: --workers is ignored");
@@ -122,13 +297,31 @@ fn supervise(cli: &Cli) -> Result<(), Error> {
         cli.workers.into()
     };
     runtime.block_on(async {
-        let supervisor = Supervisor::new(program, args, workers, sockets);
+        let supervisor = Supervisor::new(program.clone(), args, workers, sockets);
         let supervisor = match cli.reload {
             true => supervisor.reload_on(cli.file_watcher()?),
             false => supervisor,
         };
         supervisor.run().await
     })
+}
+/// An interpreter that is already running (the wheel) copied the environment when it
+/// started: `os.environ` gets the variables of --env-file too.
+fn sync_python_environ() {
+    // SAFETY: Py_IsInitialized may be called at any time.
+    if unsafe { pyo3::ffi::Py_IsInitialized() } == 0 {
+        return;
+    }
+    let synced = Python::attach(|py| -> PyResult<()> {
+        let environ = py.import("os")?.getattr("environ")?;
+        for (name, value) in std::env::vars() {
+            environ.set_item(name, value)?;
+        }
+        Ok(())
+    });
+    if let Err(err) = synced {
+        tracing::warn!("cannot update os.environ from --env-file: {err}");
+    }
 }
 
 /// Logs go to stderr, filtered by --log-level (or RUST_LOG), as text or one JSON object a line.
@@ -139,7 +332,8 @@ fn init_logging(cli: &Cli) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match cli.log_format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => logs.json().flatten_event(true).init(),
+        // try_init: from Python, a second run() in one process keeps the first set-up.
+        LogFormat::Text => drop(logs.with_ansi(std::io::stderr().is_terminal()).try_init()),
+        LogFormat::Json => drop(logs.json().flatten_event(true).try_init()),
     }
 }

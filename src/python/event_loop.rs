@@ -62,6 +62,9 @@ struct Shared {
     wake_soon: tokio::sync::Notify,
     runtime: tokio::runtime::Handle,
     objects: OnceLock<LoopObjects>,
+    /// The asyncio loop belongs to the caller ([`EventLoop::attach`]): stopping only
+    /// unregisters from it.
+    attached: bool,
     /// Set by [`EventLoop::stop`]: the loop ending afterwards is expected.
     stopping: AtomicBool,
     /// Fired when the loop ended without being asked to.
@@ -84,61 +87,32 @@ impl EventLoop {
         loop_kind: LoopKind,
         runtime: tokio::runtime::Handle,
     ) -> Result<(EventLoop, JoinHandle<()>), Error> {
-        let waker = Waker::new().map_err(|err| {
-            Error::with_source(
-                ErrorKind::Interpreter,
-                "cannot create the loop's waker",
-                err,
-            )
-        })?;
-        let event_loop = EventLoop {
-            shared: Arc::new(Shared {
-                queue: Mutex::new(Vec::with_capacity(256)),
-                running_apps: AtomicUsize::new(0),
-                apps_idle: tokio::sync::Notify::new(),
-                wake_scheduled: AtomicBool::new(false),
-                waker,
-                wake_soon: tokio::sync::Notify::new(),
-                runtime,
-                objects: OnceLock::new(),
-                stopping: AtomicBool::new(false),
-                died: CancellationToken::new(),
-                cpu_clock: OnceLock::new(),
-            }),
-        };
+        let event_loop = EventLoop::new(runtime, false)?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_loop = event_loop.clone();
         let thread = std::thread::Builder::new()
             .name("asgi-loop".into())
             .spawn(move || {
-                let mut clock: libc::clockid_t = 0;
-                // SAFETY: `pthread_self` is this live thread; `clock` is a valid out-pointer.
-                if unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) } == 0 {
-                    let _ = thread_loop.shared.cpu_clock.set(clock);
-                }
-                Python::attach(|py| match thread_loop.prepare(py, &spec, loop_kind) {
-                    Ok(run_forever) => {
-                        let _ = ready_tx.send(Ok(()));
-                        thread_loop.run(py, &run_forever);
-                    }
-                    Err(error) => {
-                        let _ = ready_tx.send(Err(error));
+                Python::attach(|py| {
+                    let prepared = new_event_loop(py, loop_kind)
+                        .and_then(|asyncio_loop| thread_loop.prepare(py, asyncio_loop, &spec));
+                    match prepared {
+                        Ok(run_forever) => {
+                            let _ = ready_tx.send(Ok(()));
+                            thread_loop.run(py, &run_forever);
+                        }
+                        Err(error) => {
+                            let _ = ready_tx.send(Err(error));
+                        }
                     }
                 })
             })
             .map_err(|err| {
                 Error::with_source(ErrorKind::Interpreter, "cannot start the loop thread", err)
             })?;
-        let deferred = event_loop.clone();
-        event_loop.shared.runtime.spawn(async move {
-            loop {
-                deferred.shared.wake_soon.notified().await;
-                // Let every connection that is ready now queue its request first.
-                tokio::task::yield_now().await;
-                deferred.shared.waker.wake();
-            }
-        });
-        match ready_rx.recv() {
+        event_loop.spawn_deferred_wake();
+        // A caller inside Python (an extension module) holds the GIL the loop thread needs.
+        match super::without_gil(move || ready_rx.recv()) {
             Ok(Ok(())) => Ok((event_loop, thread)),
             Ok(Err(error)) => Err(error),
             Err(_) => Err(Error::new(
@@ -164,15 +138,81 @@ impl EventLoop {
         Some(Duration::new(u64::try_from(now.tv_sec).ok()?, nanos))
     }
 
-    /// Runs on the loop thread: builds the asyncio loop, imports the app, registers the
-    /// waker; returns the loop's bound `run_forever`.
+    /// Serves the app on the asyncio loop running on the calling thread instead of a loop
+    /// thread of its own: the loop belongs to the caller, who keeps running it (an
+    /// `await` in an asyncio program). Imports the app on this thread.
+    pub(crate) fn attach(
+        py: Python<'_>,
+        spec: AppSpec,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<EventLoop, Error> {
+        let asyncio_loop = py
+            .import("asyncio")
+            .and_then(|asyncio| asyncio.call_method0("get_running_loop"))
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Interpreter,
+                    "serving on the running asyncio loop needs one running on this thread",
+                )
+            })?;
+        let event_loop = EventLoop::new(runtime, true)?;
+        event_loop.prepare(py, asyncio_loop, &spec)?;
+        event_loop.spawn_deferred_wake();
+        Ok(event_loop)
+    }
+
+    fn new(runtime: tokio::runtime::Handle, attached: bool) -> Result<EventLoop, Error> {
+        let waker = Waker::new().map_err(|err| {
+            Error::with_source(
+                ErrorKind::Interpreter,
+                "cannot create the loop's waker",
+                err,
+            )
+        })?;
+        Ok(EventLoop {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Vec::with_capacity(256)),
+                running_apps: AtomicUsize::new(0),
+                apps_idle: tokio::sync::Notify::new(),
+                wake_scheduled: AtomicBool::new(false),
+                waker,
+                wake_soon: tokio::sync::Notify::new(),
+                runtime,
+                objects: OnceLock::new(),
+                attached,
+                stopping: AtomicBool::new(false),
+                died: CancellationToken::new(),
+                cpu_clock: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The Tokio task that writes the deferred wake-ups (see [`EventLoop::submit`]).
+    fn spawn_deferred_wake(&self) {
+        let deferred = self.clone();
+        self.shared.runtime.spawn(async move {
+            loop {
+                deferred.shared.wake_soon.notified().await;
+                // Let every connection that is ready now queue its request first.
+                tokio::task::yield_now().await;
+                deferred.shared.waker.wake();
+            }
+        });
+    }
+
+    /// Runs on the thread of `event_loop`: imports the app, registers the waker; returns
+    /// the loop's bound `run_forever`.
     fn prepare<'py>(
         &self,
         py: Python<'py>,
+        event_loop: Bound<'py, PyAny>,
         spec: &AppSpec,
-        loop_kind: LoopKind,
     ) -> Result<Bound<'py, PyAny>, Error> {
-        let event_loop = new_event_loop(py, loop_kind)?;
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: `pthread_self` is this live thread; `clock` is a valid out-pointer.
+        if unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) } == 0 {
+            let _ = self.shared.cpu_clock.set(clock);
+        }
         let app = load_app(py, spec)?;
         let setup = || -> PyResult<Bound<'py, PyAny>> {
             let fd = self.shared.waker.0.as_raw_fd();
@@ -389,12 +429,20 @@ impl EventLoop {
         tokio::time::timeout(timeout, idle).await.is_ok()
     }
 
-    /// Asks the asyncio loop to stop after the jobs queued so far.
+    /// Asks the asyncio loop to stop after the jobs queued so far; a loop of the caller's
+    /// ([`EventLoop::attach`]) keeps running and only stops watching the queue.
     pub(crate) fn stop(&self) {
         self.shared.stopping.store(true, Ordering::Release);
         let event_loop = self.clone();
         self.submit(Box::new(move |py| {
-            if let Err(err) = event_loop.objects().event_loop.call_method0(py, "stop") {
+            let asyncio_loop = event_loop.objects().event_loop.bind(py);
+            let stopped = match event_loop.shared.attached {
+                true => asyncio_loop
+                    .call_method1("remove_reader", (event_loop.shared.waker.0.as_raw_fd(),))
+                    .map(drop),
+                false => asyncio_loop.call_method0("stop").map(drop),
+            };
+            if let Err(err) = stopped {
                 tracing::error!("cannot stop the asyncio loop: {err}");
             }
         }));

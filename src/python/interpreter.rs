@@ -14,14 +14,28 @@ use pyo3::ffi;
 /// When `VIRTUAL_ENV` names a virtualenv, the interpreter is started as that venv's
 /// `bin/python` would be: CPython then reads `pyvenv.cfg` and puts the venv's site-packages
 /// on `sys.path`, exactly as for `pip install` + `python -m uvicorn`.
+///
+/// In an interpreter that is already running (this crate inside an extension module: the
+/// wheel's `rust_asgi_server`, or a library user's maturin project) there is nothing to do:
+/// the app is served by that interpreter, as it was started.
 pub(crate) fn initialize() -> Result<(), String> {
+    // SAFETY: Py_IsInitialized may be called at any time.
+    if unsafe { ffi::Py_IsInitialized() } != 0 {
+        // As below, `threading` must take the main thread for its own. A host program that
+        // has not imported it yet (an extension module's caller, from the main thread) gets
+        // it imported here rather than first on the loop thread. From another thread it is
+        // left to the host.
+        // SAFETY: gettid and getpid have no arguments; equal, this is the main thread.
+        if unsafe { libc::gettid() == libc::getpid() } {
+            pyo3::Python::attach(|py| py.import("threading").map(drop))
+                .map_err(|err| format!("cannot import threading: {err}"))?;
+        }
+        return Ok(());
+    }
     let virtual_env = std::env::var_os("VIRTUAL_ENV").map(PathBuf::from);
     // SAFETY: called once, before any other use of the interpreter in this process; the
     // config struct is initialised by CPython before we touch it and cleared afterwards.
     unsafe {
-        if ffi::Py_IsInitialized() != 0 {
-            return Err("the Python interpreter was already initialised".into());
-        }
         let mut config = MaybeUninit::<ffi::PyConfig>::uninit();
         ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
         let mut config = config.assume_init();

@@ -3,7 +3,7 @@
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyModule;
+use pyo3::types::{PyModule, PyString};
 
 use crate::error::{Error, ErrorKind};
 
@@ -33,11 +33,19 @@ pub enum LoopKind {
     Uvloop,
 }
 
-/// What to import and how to call it.
-#[derive(Clone, Debug)]
-pub(crate) struct AppSpec {
+/// Where the app comes from: imported by name, or an object of a running interpreter.
+#[derive(Debug)]
+pub(crate) enum AppSource {
     /// `module:attribute`, attributes may be dotted.
-    pub import_string: String,
+    Import(String),
+    /// The app itself (or its factory), given by Python code of this process.
+    Object(Py<PyAny>),
+}
+
+/// What to import and how to call it.
+#[derive(Debug)]
+pub(crate) struct AppSpec {
+    pub source: AppSource,
     /// Call the attribute with no arguments to get the app.
     pub factory: bool,
     pub interface: Interface,
@@ -46,9 +54,9 @@ pub(crate) struct AppSpec {
 }
 
 impl AppSpec {
-    pub(crate) fn new(import_string: impl Into<String>) -> Self {
+    pub(crate) fn new(source: AppSource) -> Self {
         AppSpec {
-            import_string: import_string.into(),
+            source,
             factory: false,
             interface: Interface::Auto,
             app_dir: std::path::PathBuf::from("."),
@@ -97,12 +105,16 @@ pub(crate) fn load_app(py: Python<'_>, spec: &AppSpec) -> Result<Py<PyAny>, Erro
         Interface::Asgi3 => "asgi3",
         Interface::Asgi2 => "asgi2",
     };
+    let app = match &spec.source {
+        AppSource::Import(import_string) => PyString::new(py, import_string).into_any(),
+        AppSource::Object(app) => app.bind(py).clone(),
+    };
     support(py)
         .and_then(|support| {
             support.call_method1(
                 "load_app",
                 (
-                    spec.import_string.as_str(),
+                    app,
                     spec.factory,
                     interface,
                     std::path::absolute(&spec.app_dir)

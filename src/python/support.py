@@ -29,6 +29,10 @@ def new_event_loop(kind):
 def load_app(import_string, factory, interface, app_dir):
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
+    if not isinstance(import_string, str):
+        # An app object from Python code of this process (rust_asgi_server.run(app), a
+        # library user's PythonApp::builder_for): nothing to import.
+        return _prepare_app(import_string, factory, interface, repr(import_string))
     module_name, sep, attrs = import_string.partition(":")
     if not sep or not module_name or not attrs:
         raise AppLoadError(
@@ -52,6 +56,10 @@ def load_app(import_string, factory, interface, app_dir):
             raise AppLoadError(
                 f'Attribute "{attrs}" not found in module "{module_name}".'
             ) from None
+    return _prepare_app(app, factory, interface, import_string)
+
+
+def _prepare_app(app, factory, interface, import_string):
     if factory:
         if not callable(app):
             raise AppLoadError(f'--factory was given, but "{import_string}" is not callable.')

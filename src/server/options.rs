@@ -27,6 +27,7 @@ pub struct ServerOptions {
     pub(crate) proxy_headers: Option<TrustedProxies>,
     pub(crate) health_path: Option<String>,
     pub(crate) loop_block_warn: Option<Duration>,
+    pub(crate) signals: bool,
 }
 
 impl Default for ServerOptions {
@@ -47,6 +48,7 @@ impl Default for ServerOptions {
             proxy_headers: defaults::FORWARDED_ALLOW_IPS.parse().ok(),
             health_path: None,
             loop_block_warn: Some(defaults::LOOP_BLOCK_WARN),
+            signals: true,
         }
     }
 }
@@ -69,6 +71,14 @@ impl ServerOptions {
     /// the event loop for this long; log when it does (default: 1 s; `None`: no watchdog).
     pub fn loop_block_warn(mut self, limit: Option<Duration>) -> Self {
         self.loop_block_warn = limit;
+        self
+    }
+
+    /// Shut down gracefully on SIGINT/SIGTERM (default: on). Off, only
+    /// [`ServerHandle::shutdown`](super::ServerHandle::shutdown) stops the server: for a
+    /// program that owns its signals (the wheel's awaitable `Server`).
+    pub fn signals(mut self, enabled: bool) -> Self {
+        self.signals = enabled;
         self
     }
 

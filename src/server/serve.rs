@@ -152,7 +152,7 @@ where
         }
         accepting.spawn(timer_heartbeat());
         let loop_died = tokio::select! {
-            () = shutdown_signal(self.handle.subscribe_shutdown()) => false,
+            () = shutdown_signal(self.handle.subscribe_shutdown(), options.signals) => false,
             () = python.loop_died() => true,
         };
         // Ending the accept loops drops the listeners (and removes Unix socket files).
@@ -236,7 +236,11 @@ fn listen(mut binds: Vec<Bind>, backlog: u32) -> Result<Vec<Listener>, Error> {
         .collect()
 }
 
-async fn shutdown_signal(mut requested: watch::Receiver<bool>) {
+async fn shutdown_signal(mut requested: watch::Receiver<bool>, signals: bool) {
+    if !signals {
+        let _ = requested.wait_for(|stop| *stop).await;
+        return;
+    }
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {

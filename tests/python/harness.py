@@ -6,6 +6,10 @@ outside, the way a user runs it.
 
 Environment:
 - ``RUST_ASGI_SERVER_BIN``: the binary to test (default ``target/release/rust-asgi-server``).
+- ``RUST_ASGI_SERVER_CMD``: the server command, split like a shell would, when it is not
+  that binary: the wheel's ``/path/to/venv/bin/rust-asgi-server`` or
+  ``/path/to/venv/bin/python -m rust_asgi_server`` (scripts/test.sh, wheel stage). Every
+  test that starts a server through this module then tests that command.
 - ``SERVER_UNDER_TEST=uvicorn``: run the same tests against uvicorn instead, to check the
   test apps and the assertions themselves. Our CLI is translated to uvicorn's; tests of
   things only our server does (marked ``rust_only``) are skipped in that mode only.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -30,6 +35,9 @@ SERVER_BIN = Path(
     os.environ.get("RUST_ASGI_SERVER_BIN", REPO_ROOT / "target" / "release" / "rust-asgi-server")
 )
 IS_UVICORN = SERVER_UNDER_TEST == "uvicorn"
+# The command that starts a server; the one place the suite takes it from.
+SERVER_CMD = shlex.split(os.environ.get("RUST_ASGI_SERVER_CMD", "")) or [str(SERVER_BIN)]
+IS_WHEEL = "RUST_ASGI_SERVER_CMD" in os.environ
 
 READY_TIMEOUT = 30.0
 LISTENING_RE = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
@@ -158,12 +166,12 @@ def build_command(app: str, args: list[str]) -> tuple[list[str], int | None]:
     full += list(args)
     if IS_UVICORN:
         return translate_to_uvicorn(full)
-    if not SERVER_BIN.exists():
+    if not Path(SERVER_CMD[0]).exists():
         raise ServerStartError(
-            f"server binary not found: {SERVER_BIN} (build it with `cargo build --release`, "
-            "or set RUST_ASGI_SERVER_BIN)"
+            f"server command not found: {SERVER_CMD[0]} (build it with `cargo build --release`, "
+            "or set RUST_ASGI_SERVER_BIN or RUST_ASGI_SERVER_CMD)"
         )
-    return [str(SERVER_BIN), *full], None
+    return [*SERVER_CMD, *full], None
 
 
 @dataclass

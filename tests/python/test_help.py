@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from harness import SERVER_BIN
+from harness import SERVER_CMD
 
 pytestmark = pytest.mark.rust_only
 
@@ -36,7 +36,7 @@ BARE_VALUE = re.compile(r"^\s+- [\w.-]+$", re.MULTILINE)
 
 @pytest.fixture(scope="module")
 def help_text() -> str:
-    result = subprocess.run([str(SERVER_BIN), "--help"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run([*SERVER_CMD, "--help"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

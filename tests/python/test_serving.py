@@ -23,7 +23,7 @@ import pytest
 from harness import (
     READY_TIMEOUT,
     REPO_ROOT,
-    SERVER_BIN,
+    SERVER_CMD,
     ServerProcess,
     ServerStartError,
     _StreamDrain,
@@ -43,7 +43,7 @@ def start():
     started: list[ServerProcess] = []
 
     def start(*args: str, ready: str, cwd=REPO_ROOT, pass_fds=()) -> tuple[ServerProcess, re.Match]:
-        command = [str(SERVER_BIN), *args]
+        command = [*SERVER_CMD, *args]
         proc = subprocess.Popen(
             command, cwd=cwd, env=server_env(), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=pass_fds,
