@@ -49,6 +49,8 @@ class _Options(TypedDict, total=False):
     limit_request_body: int | None
     limit_max_requests: int | None
     limit_max_requests_jitter: int | None
+    health_path: str | None
+    loop_block_warn: float | None
     server_header: bool | None
     date_header: bool | None
     headers: Iterable[str | tuple[str, str]] | None
