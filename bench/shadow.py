@@ -2,7 +2,7 @@
 """What shadow comparison costs the client: a Rust route's latency with `ShadowLayer` sending
 every request (share 1.0) also to the Python app, against the same server with share 0.
 
-    python3 bench/shadow.py [--quick] [--reps N] [--concurrency 1,10,50] [--pace-ms MS] [--pin | --no-pin]
+    python3 bench/shadow.py [--quick] [--reps N] [--concurrency 1,10,50] [--pace-ms MS] [--max-loop-busy F] [--pin | --no-pin]
 
 The server is examples/shadow_compare (release build) serving `GET /health` from Rust,
 shadowed against pyapp/service.py's `/health`; wrk (`-t1`) drives it with N connections.
@@ -49,11 +49,13 @@ class Sample:
 class ShadowServer(bench.ServerProcess):
     """examples/shadow_compare with a given share, as bench.ServerProcess runs a server."""
 
-    def __init__(self, share: float, pin: list[str], logdir: Path):
+    def __init__(self, share: float, pin: list[str], logdir: Path, max_loop_busy: float | None):
         self.server = f"share-{share:g}"
         self.port = bench.free_port()
         self.cmd = pin + [str(EXAMPLE), "--bind", f"127.0.0.1:{self.port}", "--app", ROUTE.target,
                           "--share", str(share)]
+        if max_loop_busy is not None:
+            self.cmd += ["--max-loop-busy", str(max_loop_busy)]
         self.log_path = logdir / f"shadow-{share:g}-{self.port}.log"
         self.proc = None
 
@@ -65,7 +67,7 @@ def stats(port: int) -> dict:
 
 def measure(share: float, concurrency: int, args, pins, script: Path, logdir: Path) -> Sample:
     server_pin, wrk_pin = pins
-    server = ShadowServer(share, server_pin, logdir)
+    server = ShadowServer(share, server_pin, logdir, args.max_loop_busy)
     server.start()
     try:
         problem = server.wait_ready()
@@ -86,6 +88,8 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--concurrency", default="1,10,50")
     parser.add_argument("--pace-ms", type=float, default=2.0)
+    parser.add_argument("--max-loop-busy", type=float, default=None,
+                        help="ShadowLayer::max_loop_busy (default: the example's, 0.5)")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=False)
     args = parser.parse_args()
     args.reps, args.warmup, args.seconds = (1, 1.0, 3.0) if args.quick else (args.reps, 2.0, 10.0)
