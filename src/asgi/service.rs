@@ -79,11 +79,7 @@ impl AsgiService {
     where
         T: for<'a, 'py> pyo3::FromPyObject<'a, 'py> + Clone + Send + Sync + 'static,
     {
-        let mut config = Arc::unwrap_or_clone(self.shared);
-        config.response_state = config.response_state.with::<T>(key);
-        AsgiService {
-            shared: Arc::new(config),
-        }
+        self.reconfigured(|config| config.response_state = config.response_state.with::<T>(key))
     }
 
     /// Passes the request extension of type `T`, which a Rust middleware inserted (the
@@ -98,8 +94,13 @@ impl AsgiService {
     where
         T: for<'py> pyo3::IntoPyObject<'py> + Clone + Send + Sync + 'static,
     {
+        self.reconfigured(|config| config.scope_state = config.scope_state.with::<T>(key))
+    }
+
+    /// This service with `change` made to its configuration (a copy, if clones share it).
+    fn reconfigured(self, change: impl FnOnce(&mut ServiceConfig)) -> Self {
         let mut config = Arc::unwrap_or_clone(self.shared);
-        config.scope_state = config.scope_state.with::<T>(key);
+        change(&mut config);
         AsgiService {
             shared: Arc::new(config),
         }
@@ -120,12 +121,11 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         if let Some(answer) = super::probe::answer(&request) {
             return Box::pin(std::future::ready(Ok(answer)));
         }
         let shared = self.shared.clone();
-        let mut request = request;
         if let Some(values) = shared.scope_state.collect(request.extensions()) {
             request.extensions_mut().insert(values);
         }

@@ -45,17 +45,16 @@ pub(super) fn start(
     let cycle = HttpCycle {
         inbox: Inbox::new(body),
         outbox: Outbox::new(),
-        response: AppResponse::new(answer, head_request, disconnect.clone(), response_state),
+        response: AppResponse::new(answer, head_request, disconnect.clone()),
         disconnect,
         body_failure,
         event_loop,
     };
     let event_loop = cycle.event_loop.clone();
-    let response_reads_state = cycle.response.reads_state();
     let mut scope_state = None;
     let started = cycle::start(py, &event_loop, cycle, AppTask::Request, |state| {
         let scope = scope::http_scope(py, &head, root_path, state, http_extensions(py)?)?;
-        if response_reads_state {
+        if !response_state.is_empty() {
             scope_state = scope.get_item(intern!(py, "state"))?;
         }
         Ok(scope)
@@ -64,7 +63,10 @@ pub(super) fn start(
     if let (Some(cycle), Some(state)) = (started, scope_state)
         && let Ok(state) = state.cast_into::<PyDict>()
     {
-        cycle.borrow_mut().response.read_state_from(state.unbind());
+        cycle
+            .borrow_mut()
+            .response
+            .carry_state(response_state, state.unbind());
     }
 }
 

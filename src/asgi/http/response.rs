@@ -75,35 +75,24 @@ pub(super) struct AppResponse {
     disconnect: CancellationToken,
     /// Keys of the request's `state` that go into the response's extensions, and that
     /// `state` (set once the scope exists, when any key is declared).
-    response_state: ResponseState,
-    scope_state: Option<Py<PyDict>>,
+    carried_state: Option<(ResponseState, Py<PyDict>)>,
 }
 
 impl AppResponse {
-    pub(super) fn new(
-        answer: Answer,
-        head_request: bool,
-        disconnect: CancellationToken,
-        response_state: ResponseState,
-    ) -> Self {
+    pub(super) fn new(answer: Answer, head_request: bool, disconnect: CancellationToken) -> Self {
         AppResponse {
             state: State::NotStarted { answer },
             head_request,
             length: DeclaredLength::Unchecked,
             disconnect,
-            response_state,
-            scope_state: None,
+            carried_state: None,
         }
     }
 
-    /// Whether the response carries values from the request's `state`.
-    pub(super) fn reads_state(&self) -> bool {
-        !self.response_state.is_empty()
-    }
-
-    /// The request's `state`, read when the response starts.
-    pub(super) fn read_state_from(&mut self, state: Py<PyDict>) {
-        self.scope_state = Some(state);
+    /// Carries the declared keys of the request's `state` into the response's extensions
+    /// when the response starts.
+    pub(super) fn carry_state(&mut self, keys: ResponseState, state: Py<PyDict>) {
+        self.carried_state = Some((keys, state));
     }
 
     /// The app sent all of its response, or the server cut it off.
@@ -127,9 +116,8 @@ impl AppResponse {
         });
         match started {
             Ok((length, mut head, trailers)) => {
-                if let Some(state) = &self.scope_state {
-                    self.response_state
-                        .put(state.bind(message.py()), &mut head.extensions);
+                if let Some((keys, state)) = &self.carried_state {
+                    keys.put(state.bind(message.py()), &mut head.extensions);
                 }
                 self.length = length;
                 self.state = State::HeadHeld {

@@ -10,8 +10,8 @@
 //! the Python call takes ever delays the client. At most `max_in_flight` comparisons run at once; a request arriving when all
 //! permits are taken is not shadowed (the Python side is busy), and counted.
 
-mod budget;
 mod compare;
+mod loop_load;
 mod stats;
 mod tee;
 
@@ -30,8 +30,8 @@ use http_body_util::{BodyExt, Limited};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tower::{Layer, Service, ServiceExt};
 
-use self::budget::LoopLoad;
 use self::compare::{Comparison, Observed};
+use self::loop_load::LoopLoad;
 use self::stats::{Outcome, Sampler};
 use self::tee::{Captured, TeeBody};
 use crate::asgi::{AsgiService, OwnershipProbe};
@@ -344,7 +344,7 @@ impl ShadowLayer {
 }
 
 /// Reads the CPU time of the loop thread behind `python`.
-fn loop_clock(python: &AsgiService) -> budget::CpuClock {
+fn loop_clock(python: &AsgiService) -> loop_load::CpuClock {
     let python = python.clone();
     Box::new(move || python.loop_cpu_time())
 }
