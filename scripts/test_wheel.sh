@@ -6,8 +6,8 @@
 #   - runs tests/python/test_wheel.py (the wheel against the binary, the Python API, the
 #     maturin example) and the black-box HTTP, websocket, lifespan and workers files against
 #     the installed `rust-asgi-server` command (RUST_ASGI_SERVER_CMD).
-# The release profile, as for `pip install .`: it reuses the dependencies the binary's build
-# compiled, where a profile of its own would compile them all again.
+# The profile of the binary's build (RUST_ASGI_SERVER_PROFILE, scripts/test.sh: `ci`), whose
+# compiled dependencies it reuses; `pip install .` builds `release`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,9 +20,10 @@ fi
 if [ ! -x "$venv/bin/maturin" ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi
+profile=${RUST_ASGI_SERVER_PROFILE:-release}
 rm -rf "$wheels" "$wheel_venv"
-"$venv/bin/maturin" build --release --quiet --out "$wheels"
-"$venv/bin/maturin" build --release --quiet --out "$wheels" -m examples/maturin_router/Cargo.toml
+"$venv/bin/maturin" build --profile "$profile" --quiet --out "$wheels"
+"$venv/bin/maturin" build --profile "$profile" --quiet --out "$wheels" -m examples/maturin_router/Cargo.toml
 python3 -m venv "$wheel_venv"
 "$wheel_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     "$wheels"/rust_asgi_server-*.whl "$wheels"/maturin_router-*.whl -r tests/requirements.txt

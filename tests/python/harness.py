@@ -5,7 +5,9 @@ read what it logs on stderr. Nothing here imports the server: it is tested only 
 outside, the way a user runs it.
 
 Environment:
-- ``RUST_ASGI_SERVER_BIN``: the binary to test (default ``target/release/rust-asgi-server``).
+- ``RUST_ASGI_SERVER_PROFILE``: the cargo profile whose binary and examples are tested
+  (default ``release``; scripts/test.sh builds and tests ``ci``, release without LTO).
+- ``RUST_ASGI_SERVER_BIN``: the binary to test (default ``target/PROFILE/rust-asgi-server``).
 - ``RUST_ASGI_SERVER_CMD``: the server command, split like a shell would, when it is not
   that binary: the wheel's ``/path/to/venv/bin/rust-asgi-server`` or
   ``/path/to/venv/bin/python -m rust_asgi_server`` (scripts/test.sh, wheel stage). Every
@@ -31,9 +33,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_UNDER_TEST = os.environ.get("SERVER_UNDER_TEST", "rust").strip().lower() or "rust"
-SERVER_BIN = Path(
-    os.environ.get("RUST_ASGI_SERVER_BIN", REPO_ROOT / "target" / "release" / "rust-asgi-server")
-)
+# The cargo profile whose binaries are tested: `release` by default, `ci` from scripts/test.sh.
+CARGO_PROFILE = os.environ.get("RUST_ASGI_SERVER_PROFILE", "release")
+TARGET_DIR = REPO_ROOT / "target" / CARGO_PROFILE
+SERVER_BIN = Path(os.environ.get("RUST_ASGI_SERVER_BIN", TARGET_DIR / "rust-asgi-server"))
 IS_UVICORN = SERVER_UNDER_TEST == "uvicorn"
 # The command that starts a server; the one place the suite takes it from.
 SERVER_CMD = shlex.split(os.environ.get("RUST_ASGI_SERVER_CMD", "")) or [str(SERVER_BIN)]
@@ -169,7 +172,7 @@ def build_command(app: str, args: list[str]) -> tuple[list[str], int | None]:
     if not Path(SERVER_CMD[0]).exists():
         raise ServerStartError(
             f"server command not found: {SERVER_CMD[0]} (build it with `cargo build --release`, "
-            "or set RUST_ASGI_SERVER_BIN or RUST_ASGI_SERVER_CMD)"
+            "or set RUST_ASGI_SERVER_PROFILE, RUST_ASGI_SERVER_BIN or RUST_ASGI_SERVER_CMD)"
         )
     return [*SERVER_CMD, *full], None
 

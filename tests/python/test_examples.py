@@ -6,9 +6,9 @@ service ``x-served-by: python``) and what Python saw of requests that crossed a 
 Then the contract test: the same requests against the service under uvicorn and under
 ``mixed_routes`` give the same status codes and JSON bodies for the moved endpoint.
 
-The examples are built by ``cargo build --release --examples``; these tests start
-``target/release/examples/NAME --bind 127.0.0.1:0 --app pyapp.service:app`` from the
-repository root and wait for its ``listening on http://127.0.0.1:PORT`` line.
+The examples are built by ``cargo build --release --examples`` (scripts/test.sh: ``--profile
+ci``); these tests start ``target/PROFILE/examples/NAME --bind 127.0.0.1:0 --app
+pyapp.service:app`` from the repository root and wait for its ``listening on http://127.0.0.1:PORT`` line.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from harness import (
     LISTENING_RE,
     READY_TIMEOUT,
     REPO_ROOT,
+    TARGET_DIR,
     ServerProcess,
     ServerStartError,
     _StreamDrain,
@@ -38,7 +39,7 @@ from harness import (
 # validate beyond what the contract test already compares against uvicorn.
 pytestmark = pytest.mark.rust_only
 
-EXAMPLES_DIR = REPO_ROOT / "target" / "release" / "examples"
+EXAMPLES_DIR = TARGET_DIR / "examples"
 SERVICE = "pyapp.service:app"
 
 # pyapp/service.py SEED_ITEMS and examples/common/items.rs SEED_ITEMS, written out once more
@@ -58,7 +59,7 @@ SEED = [
 
 
 def start_example(name: str, *args: str, app: str = SERVICE) -> ServerProcess:
-    """``target/release/examples/NAME --bind 127.0.0.1:0 --app APP ARGS…``, once it listens."""
+    """``target/PROFILE/examples/NAME --bind 127.0.0.1:0 --app APP ARGS…``, once it listens."""
     binary = EXAMPLES_DIR / name
     if not binary.exists():
         raise ServerStartError(

@@ -13,7 +13,7 @@
   the user from ``request.state`` (``AsgiService::scope_state``) and leaves an audit record
   the middleware reads back (``AsgiService::response_state``).
 
-The examples are started from target/release/examples like in test_examples.py.
+The examples are started from target/PROFILE/examples like in test_examples.py.
 """
 
 from __future__ import annotations

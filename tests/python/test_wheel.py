@@ -4,8 +4,8 @@ same engine.
 Runs in the wheel stage of scripts/test.sh: pytest itself runs from a fresh virtualenv into
 which the built wheel was installed, and RUST_ASGI_SERVER_CMD names the wheel's
 `rust-asgi-server` script, so that the black-box files run in that stage test the installed
-command too. These tests compare the wheel with the release binary, which the stage before
-built (target/release/rust-asgi-server).
+command too. These tests compare the wheel with the binary, which the stage before
+built (target/PROFILE/rust-asgi-server).
 """
 
 from __future__ import annotations
