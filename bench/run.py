@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -522,10 +523,21 @@ def write_report(report: str, out: Path, tool: str) -> None:
 
 class ServerProcess:
     def __init__(self, server: str, app: App, workers: int, pin: list[str], logdir: Path):
+        self._prepare(server, app.key, logdir, lambda port: pin + server_command(server, app, port, workers))
+
+    @classmethod
+    def with_command(cls, server: str, key: str, logdir: Path,
+                     command: Callable[[int], list[str]]) -> ServerProcess:
+        """A server that `command(port)` starts (an example binary, say), run like the others."""
+        process = cls.__new__(cls)
+        process._prepare(server, key, logdir, command)
+        return process
+
+    def _prepare(self, server: str, key: str, logdir: Path, command: Callable[[int], list[str]]) -> None:
         self.server = server
         self.port = free_port()
-        self.cmd = pin + server_command(server, app, self.port, workers)
-        self.log_path = logdir / f"{app.key}-{server}-{self.port}.log"
+        self.cmd = command(self.port)
+        self.log_path = logdir / f"{key}-{server}-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:

@@ -46,18 +46,16 @@ class Sample:
     counts: dict
 
 
-class ShadowServer(bench.ServerProcess):
-    """examples/shadow_compare with a given share, as bench.ServerProcess runs a server."""
-
-    def __init__(self, share: float, pin: list[str], logdir: Path, max_loop_busy: float | None):
-        self.server = f"share-{share:g}"
-        self.port = bench.free_port()
-        self.cmd = pin + [str(EXAMPLE), "--bind", f"127.0.0.1:{self.port}", "--app", ROUTE.target,
-                          "--share", str(share)]
-        if max_loop_busy is not None:
-            self.cmd += ["--max-loop-busy", str(max_loop_busy)]
-        self.log_path = logdir / f"shadow-{share:g}-{self.port}.log"
-        self.proc = None
+def shadow_server(share: float, pin: list[str], logdir: Path, args) -> bench.ServerProcess:
+    """examples/shadow_compare with a given share, run as bench/run.py runs a server."""
+    def command(port: int) -> list[str]:
+        cmd = pin + [str(EXAMPLE), "--bind", f"127.0.0.1:{port}", "--app", ROUTE.target, "--share", str(share)]
+        if args.max_loop_busy is not None:
+            cmd += ["--max-loop-busy", str(args.max_loop_busy)]
+        if args.min_idle_cpu is not None:
+            cmd += ["--min-idle-cpu", str(args.min_idle_cpu)]
+        return cmd
+    return bench.ServerProcess.with_command(f"share-{share:g}", "shadow", logdir, command)
 
 
 def stats(port: int) -> dict:
@@ -67,7 +65,7 @@ def stats(port: int) -> dict:
 
 def measure(share: float, concurrency: int, args, pins, script: Path, logdir: Path) -> Sample:
     server_pin, wrk_pin = pins
-    server = ShadowServer(share, server_pin, logdir, args.max_loop_busy)
+    server = shadow_server(share, server_pin, logdir, args)
     server.start()
     try:
         problem = server.wait_ready()
@@ -90,6 +88,8 @@ def main() -> int:
     parser.add_argument("--pace-ms", type=float, default=2.0)
     parser.add_argument("--max-loop-busy", type=float, default=None,
                         help="ShadowLayer::max_loop_busy (default: the example's, 0.5)")
+    parser.add_argument("--min-idle-cpu", type=float, default=None,
+                        help="ShadowLayer::min_idle_cpu (default: the example's, 0.1)")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=False)
     args = parser.parse_args()
     args.reps, args.warmup, args.seconds = (1, 1.0, 3.0) if args.quick else (args.reps, 2.0, 10.0)

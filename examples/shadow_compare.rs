@@ -43,6 +43,9 @@ struct Cli {
     /// How busy the loop thread may be (a share of one CPU) for a comparison to start.
     #[arg(long, default_value_t = 0.5)]
     max_loop_busy: f64,
+    /// The share of the machine's CPU time that must be idle for a comparison to start.
+    #[arg(long, default_value_t = 0.1)]
+    min_idle_cpu: f64,
 }
 
 #[tokio::main]
@@ -55,6 +58,7 @@ async fn main() -> Result<(), rust_asgi_server::Error> {
         .share(cli.share)
         .max_in_flight(cli.max_in_flight)
         .max_loop_busy(cli.max_loop_busy)
+        .min_idle_cpu(cli.min_idle_cpu)
         .ignore_field("checked_at");
     let stats = shadow.stats();
     let router = Router::new()

@@ -18,7 +18,9 @@ The examples are started from target/PROFILE/examples like in test_examples.py.
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 import time
 
@@ -31,6 +33,9 @@ from test_examples import EXAMPLES_DIR, client, log_line, served_by, start_examp
 pytestmark = pytest.mark.rust_only
 
 DRIFTED = "pyapp.migration_apps:drifted"
+# shadow_compare compares only on spare CPU; the tests of what it compares must not depend
+# on how busy the machine running them is.
+ANY_LOAD = ("--min-idle-cpu", "0")
 OPERATION_KEYS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
@@ -210,7 +215,7 @@ def test_ownership_summary_is_logged_at_startup(merged):
 
 @pytest.fixture(scope="module")
 def shadowed():
-    server = start_example("shadow_compare")
+    server = start_example("shadow_compare", *ANY_LOAD)
     yield server
     server.stop()
 
@@ -274,7 +279,7 @@ def test_shadow_does_not_delay_the_client(shadowed):
 
 
 def test_shadow_is_skipped_while_python_is_busy():
-    server = start_example("shadow_compare", "--max-in-flight", "1")
+    server = start_example("shadow_compare", *ANY_LOAD, "--max-in-flight", "1")
     try:
         with client(server) as http:
             # The first request takes the only permit until Python has slept 2 s ...
@@ -291,7 +296,9 @@ def test_shadow_is_skipped_while_python_is_busy():
 
 
 def test_shadow_is_skipped_while_the_loop_thread_is_busy():
-    server = start_example("shadow_compare")
+    # Only the loop thread's gate: a spinning thread gets at least 0.4 of a CPU even on a
+    # machine at load 5; another test covers the machine's idle CPU.
+    server = start_example("shadow_compare", *ANY_LOAD, "--max-loop-busy", "0.2")
     try:
         with client(server) as http:
             assert http.get("/items/999").status_code == 404
@@ -312,8 +319,39 @@ def test_shadow_is_skipped_while_the_loop_thread_is_busy():
         server.stop()
 
 
+def test_shadow_is_skipped_while_every_cpu_is_busy():
+    server = start_example("shadow_compare", "--max-loop-busy", "1", "--min-idle-cpu", "0.1")
+    burners = []
+    try:
+        with client(server) as http:
+            # Compared while the machine has spare CPU (on a busy test machine, once it has).
+            deadline = time.monotonic() + 10
+            while stats(server)["compared"] == 0 and time.monotonic() < deadline:
+                assert http.get("/items/999").status_code == 404
+                time.sleep(0.1)
+            wait_for_stats(server, {"compared": 1})
+            time.sleep(0.3)  # any comparison still running ends
+            before = stats(server)
+            # Other processes take every CPU: comparisons would take their CPU from the
+            # clients, so the Rust route answers alone.
+            burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                       for _ in range(os.cpu_count() or 1)]
+            time.sleep(0.3)
+            for _ in range(3):
+                assert http.get("/items/999").json() == {"detail": "Not found"}
+                time.sleep(0.06)
+        after = stats(server)
+        assert after["compared"] == before["compared"], after
+        assert after["skipped_busy"] == before["skipped_busy"] + 3, after
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+        server.stop()
+
+
 def test_shadow_share_samples_evenly():
-    server = start_example("shadow_compare", "--share", "0.5")
+    server = start_example("shadow_compare", *ANY_LOAD, "--share", "0.5")
     try:
         with client(server) as http:
             for _ in range(4):

@@ -11,7 +11,7 @@
 //! permits are taken is not shadowed (the Python side is busy), and counted.
 
 mod compare;
-mod loop_load;
+mod load;
 mod stats;
 mod tee;
 
@@ -31,7 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tower::{Layer, Service, ServiceExt};
 
 use self::compare::{Comparison, Observed};
-use self::loop_load::LoopLoad;
+use self::load::{Limits, Load, MachineTimes};
 use self::stats::{Outcome, Sampler};
 use self::tee::{Captured, TeeBody};
 use crate::asgi::{AsgiService, OwnershipProbe};
@@ -60,7 +60,8 @@ pub struct ShadowLayer {
     comparison: Comparison,
     body_limit: usize,
     in_flight: Arc<Semaphore>,
-    loop_load: Arc<LoopLoad>,
+    limits: Limits,
+    load: Arc<Load>,
     timeout: Duration,
     stats: ShadowStats,
 }
@@ -76,18 +77,22 @@ pub struct ShadowService<S> {
 const BODY_LIMIT: usize = 256 * 1024;
 /// Comparisons running at once by default.
 const MAX_IN_FLIGHT: usize = 32;
-/// How busy the loop thread may be (a share of one CPU) for comparisons to start, by default.
-const MAX_LOOP_BUSY: f64 = 0.5;
+/// When comparisons start, by default: the loop thread busy less than half of a CPU, and a
+/// tenth of the machine's CPU time idle.
+const LIMITS: Limits = Limits {
+    max_loop_busy: 0.5,
+    min_machine_idle: 0.1,
+};
 /// How long the Python side may take by default.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ShadowLayer {
     /// Compares with what `python` (the app's [`AsgiService`]) answers. Defaults: every
     /// request of a safe method (GET, HEAD, OPTIONS, TRACE), headers `content-type`,
-    /// bodies up to 256 KiB, 32 comparisons at once and only while the loop thread is less
-    /// than half busy, 30 s for the Python side.
+    /// bodies up to 256 KiB, 32 comparisons at once and only on spare CPU (the loop thread
+    /// less than half busy, a tenth of the machine idle), 30 s for the Python side.
     pub fn new(python: AsgiService) -> Self {
-        let loop_load = Arc::new(LoopLoad::new(loop_clock(&python), MAX_LOOP_BUSY));
+        let load = Arc::new(load_gauge(&python, LIMITS));
         ShadowLayer {
             python,
             sampler: Arc::new(Sampler::new(1.0)),
@@ -98,7 +103,8 @@ impl ShadowLayer {
             },
             body_limit: BODY_LIMIT,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
-            loop_load,
+            limits: LIMITS,
+            load,
             timeout: TIMEOUT,
             stats: ShadowStats::default(),
         }
@@ -149,7 +155,19 @@ impl ShadowLayer {
     /// CPU from the route they shadow and from the app's own requests (default 0.5; 1.0
     /// lifts it).
     pub fn max_loop_busy(mut self, share: f64) -> Self {
-        self.loop_load = Arc::new(LoopLoad::new(loop_clock(&self.python), share));
+        self.limits.max_loop_busy = share;
+        self.load = Arc::new(load_gauge(&self.python, self.limits));
+        self
+    }
+
+    /// The share of the machine's CPU time (all CPUs, over the last 50 ms) that must have
+    /// been idle for a sampled request to be compared; below it the request is not
+    /// shadowed (`skipped_busy`). When every CPU is busy serving, a comparison would take
+    /// its CPU from the clients, so comparisons run on spare CPU only (default 0.1; 0.0
+    /// lifts it). Read from `/proc/stat`; where that does not exist, no limit.
+    pub fn min_idle_cpu(mut self, share: f64) -> Self {
+        self.limits.min_machine_idle = share;
+        self.load = Arc::new(load_gauge(&self.python, self.limits));
         self
     }
 
@@ -181,7 +199,7 @@ impl ShadowLayer {
             .clone()
             .try_acquire_owned()
             .ok()
-            .filter(|_| self.loop_load.has_room());
+            .filter(|_| self.load.has_room());
         if permit.is_none() {
             self.stats.count(Outcome::Busy);
         }
@@ -344,9 +362,13 @@ impl ShadowLayer {
 }
 
 /// Reads the CPU time of the loop thread behind `python`.
-fn loop_clock(python: &AsgiService) -> loop_load::CpuClock {
+fn load_gauge(python: &AsgiService, limits: Limits) -> Load {
     let python = python.clone();
-    Box::new(move || python.loop_cpu_time())
+    Load::new(
+        Box::new(move || python.loop_cpu_time()),
+        Box::new(MachineTimes::read),
+        limits,
+    )
 }
 
 /// The same request for the Python app: method, URI, headers, and the extensions that
