@@ -556,6 +556,32 @@ def test_client_vanishing_is_disconnect_1006_and_the_task_ends(ws_server, how):
     assert_still_serving(ws_server)
 
 
+@pytest.mark.rust_only
+def test_sessions_the_client_closes_leave_no_socket_behind(server_factory):
+    """The client closes, the app returns on websocket.disconnect: the server closes its end
+    of the connection too (it used to keep each one open in CLOSE-WAIT, one descriptor per
+    finished session)."""
+    server = server_factory("pyapp.ws_apps:app")
+
+    def sockets() -> int:
+        return sum(os.readlink(f"/proc/{server.pid}/fd/{fd}").startswith("socket:")
+                   for fd in os.listdir(f"/proc/{server.pid}/fd"))
+
+    before = sockets()
+
+    async def main():
+        for _ in range(20):
+            async with ws_connect(server, "/echo") as ws:
+                await ws.send("hello")
+                assert await recv(ws) == "hello"
+
+    run(main())
+    deadline = time.monotonic() + 5
+    while sockets() > before:
+        assert time.monotonic() < deadline, f"{sockets() - before} sockets of closed sessions still open"
+        time.sleep(0.05)
+
+
 def test_client_vanishing_mid_handshake_leaves_the_server_up(ws_server):
     request, _ = handshake_bytes("/echo/half")
     with socket.create_connection(("127.0.0.1", ws_server.port)) as sock:

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::event::{ABNORMAL_CLOSURE, Event, close_frame};
+use crate::metrics::OpenWebsocket;
 use crate::shutdown::Shutdown;
 
 /// Messages from the app that may wait for the socket before `send` parks.
@@ -111,6 +112,7 @@ async fn run_connection(
         Ok(upgraded) => upgraded,
         Err(_) => return session.ended(ABNORMAL_CLOSURE, String::new()).await,
     };
+    let _open = OpenWebsocket::count();
     let socket =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     let (mut sink, mut stream) = socket.split();
@@ -132,8 +134,11 @@ async fn run_connection(
         }
     };
     let dropped = CancellationToken::new();
+    // The client's frames are all read: its close handshake is done, or it is gone.
+    let read_all = CancellationToken::new();
     let writer = {
-        let (closing, dropped) = (session.closing.clone(), dropped.clone());
+        let (closing, dropped, read_all) =
+            (session.closing.clone(), dropped.clone(), read_all.clone());
         async move {
             let mut app_ended_heard = false;
             loop {
@@ -154,11 +159,16 @@ async fn run_connection(
                             break;
                         }
                     }
+                    // A close under way with the app ended: the writer waits for frames only
+                    // until the client's side is done (else the socket would be held forever,
+                    // by the channel's sender the app's cycle keeps).
+                    () = read_all.cancelled(), if app_ended_heard => break,
                 }
             }
         }
     };
     let reader = async move {
+        let _read_all = read_all.drop_guard();
         while let Some(frame) = stream.next().await {
             let event = match frame {
                 Ok(Message::Text(text)) => Event::Text(text.as_str().to_owned()),
