@@ -4,7 +4,7 @@
   blocked-loop watchdog finds), then answers.
 - ``/sleep?seconds=S``: waits without blocking, then answers (a request in flight).
 - ``/seen``: the paths this app was asked for, as JSON (the health path never reaches it).
-- anything else: ``ok``.
+- anything else: ``ok``; a websocket on any path echoes what it receives.
 """
 
 import asyncio
@@ -28,6 +28,8 @@ async def app(scope, receive, send):
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":
+        return await echo(receive, send)
     path = scope["path"]
     SEEN.append(path)
     seconds = float(parse_qs(scope["query_string"].decode()).get("seconds", ["1"])[0])
@@ -38,3 +40,13 @@ async def app(scope, receive, send):
     body = json.dumps(SEEN).encode() if path == "/seen" else b"ok"
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def echo(receive, send):
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")})

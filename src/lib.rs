@@ -31,6 +31,7 @@ mod connection_info;
 mod defaults;
 mod error;
 pub mod layers;
+pub mod metrics;
 pub mod migration;
 mod python;
 mod server;

@@ -51,6 +51,7 @@ class _Options(TypedDict, total=False):
     limit_max_requests_jitter: int | None
     health_path: str | None
     loop_block_warn: float | None
+    metrics_bind: str | None
     server_header: bool | None
     date_header: bool | None
     headers: Iterable[str | tuple[str, str]] | None

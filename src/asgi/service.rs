@@ -15,6 +15,7 @@ use super::body::ResponseBody;
 use super::context::{ResponseState, ScopeState};
 use super::{http as http_bridge, websocket};
 use crate::BoxError;
+use crate::metrics::{self, PythonRoute};
 use crate::python::EventLoop;
 use crate::shutdown::Shutdown;
 
@@ -150,7 +151,16 @@ where
                 )
                 .await
             };
-            Ok(response)
+            Ok(served_by_python(response))
         })
     }
+}
+
+/// Marks the response as the Python app's for the metrics, unless the app's route is
+/// already known (set when the response started).
+fn served_by_python(mut response: Response<ResponseBody>) -> Response<ResponseBody> {
+    if metrics::enabled() && response.extensions().get::<PythonRoute>().is_none() {
+        response.extensions_mut().insert(PythonRoute(None));
+    }
+    response
 }

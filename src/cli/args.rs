@@ -230,6 +230,11 @@ pub(super) struct Cli {
     #[arg(long, value_name = "PATH", value_parser = health_path)]
     pub health_path: Option<String>,
 
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics, on a listener of their own
+    /// (default: off). One process only: not with --workers.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_bind: Option<std::net::SocketAddr>,
+
     /// Warn, with the Python stack of the blocking call, when the event loop has not run for
     /// this many seconds; 0 turns the watchdog off.
     #[arg(long, value_name = "SECONDS", default_value_t = defaults::LOOP_BLOCK_WARN.as_secs_f64())]

@@ -27,6 +27,7 @@ use self::args::{Cli, LogFormat, ProcessRole};
 use self::supervisor::{Lifeline, Supervisor};
 use crate::error::{Error, ErrorKind};
 use crate::layers::{BodySizeLimitLayer, DefaultHeadersLayer, InFlightLimitLayer};
+use crate::metrics::{Metrics, MetricsLayer};
 use crate::{PythonApp, PythonAppBuilder, Server, ServerHandle};
 
 /// Runs the command line of this process's arguments, as the `rust-asgi-server` binary
@@ -117,6 +118,13 @@ pub fn run(
             return 2;
         }
     };
+    if cli.metrics_bind.is_some() && cli.workers > 1 {
+        eprintln!(
+            "error: --metrics-bind serves the metrics of one process; with --workers it is not \
+             available yet (issue #15)"
+        );
+        return 2;
+    }
     let result = match cli.process_role() {
         ProcessRole::Supervisor => supervise(&cli, workers, &args),
         ProcessRole::Single | ProcessRole::Worker { .. } => serve(&cli, source),
@@ -188,6 +196,9 @@ pub fn embed(
         tls.server_config(cli.http).map_err(EmbedError::Serve)?;
     }
     let binds = cli.binds().map_err(EmbedError::Serve)?;
+    if let Some(address) = cli.metrics_bind {
+        serve_metrics(address).map_err(EmbedError::Serve)?;
+    }
     let python = source
         .builder(&cli)
         .on_running_loop()
@@ -220,7 +231,10 @@ fn build_server(
     ServerHandle,
     impl Future<Output = Result<(), Error>> + Send + 'static,
 ) {
-    let router = Router::new().fallback_service(python.service());
+    let mut router = Router::new().fallback_service(python.service());
+    if cli.metrics_bind.is_some() {
+        router = router.layer(MetricsLayer::new());
+    }
     // Outermost first: refusals get the default headers too.
     let service = ServiceBuilder::new()
         .layer(DefaultHeadersLayer::new(cli.default_headers()))
@@ -232,6 +246,30 @@ fn build_server(
         .fold(Server::new(service), Server::listen)
         .options(cli.server_options().signals(signals));
     (server.handle(), server.serve(python))
+}
+
+/// `--metrics-bind`: installs the recorder and serves `/metrics` on `address`, on the
+/// current Tokio runtime, for as long as the process runs.
+fn serve_metrics(address: std::net::SocketAddr) -> Result<(), Error> {
+    let metrics = Metrics::install()?;
+    let cannot_bind = |err| {
+        Error::with_source(
+            ErrorKind::Bind,
+            format!("cannot listen on {address} (--metrics-bind)"),
+            err,
+        )
+    };
+    let listener = std::net::TcpListener::bind(address).map_err(cannot_bind)?;
+    listener.set_nonblocking(true).map_err(cannot_bind)?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(cannot_bind)?;
+    let local = listener.local_addr().map_err(cannot_bind)?;
+    tracing::info!("metrics on http://{local}/metrics");
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, metrics.router()).await {
+            tracing::error!("the metrics listener failed: {err}");
+        }
+    });
+    Ok(())
 }
 
 /// Serves the app in this process: alone, or as one worker of a supervisor.
@@ -248,6 +286,9 @@ fn serve(cli: &Cli, app: AppArg) -> Result<(), Error> {
             ProcessRole::Worker { lifeline } => Some(Lifeline::inherited(lifeline)?),
             ProcessRole::Single | ProcessRole::Supervisor => None,
         };
+        if let Some(address) = cli.metrics_bind {
+            serve_metrics(address)?;
+        }
         let python = app.builder(cli).start()?;
         let (handle, serving) = build_server(cli, binds, python, true);
         if let Some(lifeline) = lifeline {

@@ -5,6 +5,8 @@
 //! the loop is blocked (a sync database call, a `time.sleep`, a long computation): one
 //! warning with the Python stack of what the loop thread is running, then one line when it
 //! runs again. Meanwhile [`LoopWatch::is_blocked`] is true (the health path answers 503).
+//! It also keeps the loop's metrics: the share of a CPU the loop thread used over the last
+//! second, and the number of blocked spells.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,9 +18,12 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::event_loop::EventLoop;
+use crate::metrics;
 
 /// How often the loop thread is asked to answer a heartbeat.
 const BEAT: Duration = Duration::from_millis(100);
+/// The window of the loop-busy gauge.
+const BUSY_WINDOW: Duration = Duration::from_secs(1);
 
 /// Whether the loop thread is blocked now, as the watchdog last found it.
 #[derive(Clone, Default)]
@@ -43,6 +48,7 @@ pub(crate) fn watch(event_loop: EventLoop, limit: Duration) -> LoopWatch {
 async fn run(event_loop: EventLoop, limit: Duration, watch: LoopWatch) {
     // The loop thread's `threading.get_ident()`, learnt from the first heartbeat.
     let thread_ident = Arc::new(AtomicU64::new(0));
+    let mut busy = BusyGauge::new(&event_loop);
     loop {
         let (answered, heartbeat) = oneshot::channel();
         let ident = thread_ident.clone();
@@ -60,11 +66,12 @@ async fn run(event_loop: EventLoop, limit: Duration, watch: LoopWatch) {
         let sent = Instant::now();
         let mut heartbeat = std::pin::pin!(heartbeat);
         match tokio::time::timeout(limit, heartbeat.as_mut()).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => busy.update(&event_loop),
             // The loop thread ended and dropped the job.
             Ok(Err(_)) => return,
             Err(_) => {
                 watch.blocked.store(true, Ordering::Relaxed);
+                ::metrics::counter!(metrics::LOOP_BLOCKED).increment(1);
                 let ident = thread_ident.load(Ordering::Relaxed);
                 let stack = tokio::task::spawn_blocking(move || loop_stack(ident))
                     .await
@@ -85,6 +92,37 @@ async fn run(event_loop: EventLoop, limit: Duration, watch: LoopWatch) {
             }
         }
         tokio::time::sleep(BEAT).await;
+    }
+}
+
+/// `asgi_loop_busy_ratio`: the share of a CPU the loop thread used over the last window.
+struct BusyGauge {
+    since: Instant,
+    cpu: Option<Duration>,
+}
+
+impl BusyGauge {
+    fn new(event_loop: &EventLoop) -> Self {
+        BusyGauge {
+            since: Instant::now(),
+            cpu: event_loop.cpu_time(),
+        }
+    }
+
+    fn update(&mut self, event_loop: &EventLoop) {
+        let elapsed = self.since.elapsed();
+        if elapsed < BUSY_WINDOW || !metrics::enabled() {
+            return;
+        }
+        let cpu = event_loop.cpu_time();
+        if let (Some(now), Some(before)) = (cpu, self.cpu) {
+            let share = now.saturating_sub(before).as_secs_f64() / elapsed.as_secs_f64();
+            ::metrics::gauge!(metrics::LOOP_BUSY).set(share);
+        }
+        *self = BusyGauge {
+            since: Instant::now(),
+            cpu,
+        };
     }
 }
 

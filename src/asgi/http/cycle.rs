@@ -22,6 +22,7 @@ use crate::asgi::cycle::{self, Asked, Cycle, Handler};
 use crate::asgi::disconnected::client_disconnected;
 use crate::asgi::parking::{Closed, Inbox, IntoMessage, Next, Outbox};
 use crate::asgi::scope::{self, RequestHead};
+use crate::metrics;
 use crate::python::{AppTask, EventLoop};
 
 /// Runs on the loop thread: builds the scope and starts the app. `asked.gone` is the
@@ -52,21 +53,27 @@ pub(super) fn start(
     };
     let event_loop = cycle.event_loop.clone();
     let mut scope_state = None;
+    let mut routed_scope = None;
     let started = cycle::start(py, &event_loop, cycle, AppTask::Request, |state| {
         let scope = scope::http_scope(py, &head, root_path, state, http_extensions(py)?)?;
         if !response_state.is_empty() {
             scope_state = scope.get_item(intern!(py, "state"))?;
         }
+        if metrics::enabled() {
+            routed_scope = Some(scope.clone().unbind());
+        }
         Ok(scope)
     });
-    // The app task is created but has not run yet: the state is in place before it starts.
-    if let (Some(cycle), Some(state)) = (started, scope_state)
+    let Some(cycle) = started else { return };
+    // The app task is created but has not run yet: all is in place before it starts.
+    let mut cycle = cycle.borrow_mut();
+    if let Some(state) = scope_state
         && let Ok(state) = state.cast_into::<PyDict>()
     {
-        cycle
-            .borrow_mut()
-            .response
-            .carry_state(response_state, state.unbind());
+        cycle.response.carry_state(response_state, state.unbind());
+    }
+    if let Some(scope) = routed_scope {
+        cycle.response.tell_route(scope);
     }
 }
 

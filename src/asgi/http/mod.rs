@@ -10,6 +10,7 @@ mod response;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use http::{HeaderValue, Response, StatusCode};
 use http_body::Body;
@@ -21,6 +22,7 @@ use super::codec::{plain_response, request_head};
 use super::context::ResponseState;
 use super::cycle::submit_and_await;
 use crate::BoxError;
+use crate::metrics;
 use crate::python::EventLoop;
 
 /// Runs one HTTP request through the app.
@@ -48,7 +50,11 @@ where
     let root_path = root_path.clone();
     let failure = body_failure.clone();
     let response_state = response_state.clone();
+    let queued = metrics::enabled().then(Instant::now);
     let answer = submit_and_await(event_loop, move |py, asked| {
+        if let Some(queued) = queued {
+            ::metrics::histogram!(metrics::QUEUE_WAIT).record(queued.elapsed());
+        }
         cycle::start(py, head, body, failure, &root_path, response_state, asked);
     });
     // A broken or stalled request body is the client's fault: 400 or 408 unless the

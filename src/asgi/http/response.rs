@@ -2,12 +2,14 @@
 //! from the held-back head to the end, and the check of the body against the
 //! `content-length` the app declared.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body::Frame;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyString};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +18,7 @@ use crate::asgi::body::{ResponseBody, StreamItem, app_bytes};
 use crate::asgi::codec::{body, flag, headers, plain_response, response_head};
 use crate::asgi::context::ResponseState;
 use crate::asgi::violation::{self, bad_value, refusal, refuse};
+use crate::metrics::PythonRoute;
 use crate::python::EventLoop;
 
 /// Chunks of a streamed response that may wait for the socket before `send` parks.
@@ -76,6 +79,9 @@ pub(super) struct AppResponse {
     /// Keys of the request's `state` that go into the response's extensions, and that
     /// `state` (set once the scope exists, when any key is declared).
     carried_state: Option<(ResponseState, Py<PyDict>)>,
+    /// The scope, when the metrics want the app's route (`scope["route"]`, set by Starlette
+    /// and FastAPI as they route) on the response.
+    routed_scope: Option<Py<PyDict>>,
 }
 
 impl AppResponse {
@@ -86,7 +92,13 @@ impl AppResponse {
             length: DeclaredLength::Unchecked,
             disconnect,
             carried_state: None,
+            routed_scope: None,
         }
+    }
+
+    /// Puts the app's route into the response's extensions when the response starts.
+    pub(super) fn tell_route(&mut self, scope: Py<PyDict>) {
+        self.routed_scope = Some(scope);
     }
 
     /// Carries the declared keys of the request's `state` into the response's extensions
@@ -116,6 +128,10 @@ impl AppResponse {
         });
         match started {
             Ok((length, mut head, trailers)) => {
+                if let Some(scope) = &self.routed_scope {
+                    head.extensions
+                        .insert(PythonRoute(route_template(scope.bind(message.py()))));
+                }
                 if let Some((keys, state)) = &self.carried_state {
                     keys.put(state.bind(message.py()), &mut head.extensions);
                 }
@@ -292,6 +308,14 @@ impl AppResponse {
             });
         }
     }
+}
+
+/// The path template of the Starlette or FastAPI route that matched (`scope["route"].path`).
+fn route_template(scope: &Bound<'_, PyDict>) -> Option<Arc<str>> {
+    let py = scope.py();
+    let route = scope.get_item(intern!(py, "route")).ok()??;
+    let path = route.getattr(intern!(py, "path")).ok()?;
+    Some(Arc::from(path.cast::<PyString>().ok()?.to_str().ok()?))
 }
 
 /// How the app's task ended, as far as an unfinished response goes.

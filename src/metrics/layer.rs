@@ -1,0 +1,268 @@
+//! [`MetricsLayer`]: counts every request that passes, with its route, backend and status,
+//! and times it to the response's last byte.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use axum::extract::MatchedPath;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use metrics::SharedString;
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use super::{DURATION, IN_FLIGHT, PythonRoute, REQUEST_BYTES, REQUESTS, RESPONSE_BYTES};
+
+/// A Tower layer that records [`crate::metrics`]' request series.
+///
+/// Put it on an axum `Router` with `Router::layer`, which wraps each route (and the
+/// fallback) on its own, so the route template is known; it records nothing unless
+/// [`Metrics::install`](super::Metrics::install) has run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MetricsLayer {
+    _private: (),
+}
+
+impl MetricsLayer {
+    /// The layer; its series are listed in [`crate::metrics`].
+    pub fn new() -> Self {
+        MetricsLayer::default()
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService { inner }
+    }
+}
+
+/// The service of a [`MetricsLayer`].
+#[derive(Clone, Debug)]
+pub struct MetricsService<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for MetricsService<S>
+where
+    S: Service<Request<CountedBody<ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: Body<Data = Bytes>,
+    ResBody: Body<Data = Bytes>,
+{
+    type Response = Response<CountedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let started = Instant::now();
+        let method = method_label(request.method());
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(|path| SharedString::from(Arc::<str>::from(path.as_str())));
+        ::metrics::gauge!(IN_FLIGHT).increment(1.0);
+        let request = request.map(|body| CountedBody::new(body, Ending::Request));
+        ResponseFuture {
+            inner: self.inner.call(request),
+            exchange: Some(Exchange {
+                started,
+                method,
+                route,
+            }),
+        }
+    }
+}
+
+/// What is known of a request before its response.
+struct Exchange {
+    started: Instant,
+    method: SharedString,
+    /// The Axum route template, when a Rust route matched.
+    route: Option<SharedString>,
+}
+
+pin_project! {
+    /// The future of a [`MetricsService`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        exchange: Option<Exchange>,
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<CountedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let exchange = this.exchange.take().expect("polled after completion");
+        Poll::Ready(match result {
+            Ok(response) => {
+                let (backend, route) = match response.extensions().get::<PythonRoute>() {
+                    Some(PythonRoute(route)) => ("python", route.clone().map(SharedString::from)),
+                    None => ("rust", exchange.route),
+                };
+                let ending = Ending::Response {
+                    started: exchange.started,
+                    method: exchange.method,
+                    route: route.unwrap_or(SharedString::const_str("unmatched")),
+                    backend,
+                    status: status_class(response.status()),
+                };
+                Ok(response.map(|body| CountedBody::new(body, ending)))
+            }
+            Err(err) => {
+                ::metrics::gauge!(IN_FLIGHT).decrement(1.0);
+                Err(err)
+            }
+        })
+    }
+}
+
+/// What a [`CountedBody`] records when it is dropped: after its last byte, or when the
+/// client went away.
+enum Ending {
+    Request,
+    Response {
+        started: Instant,
+        method: SharedString,
+        route: SharedString,
+        backend: &'static str,
+        status: &'static str,
+    },
+}
+
+pin_project! {
+    /// A request or response body whose bytes are counted as they pass.
+    pub struct CountedBody<B> {
+        #[pin]
+        inner: B,
+        bytes: u64,
+        ending: Ending,
+    }
+
+    impl<B> PinnedDrop for CountedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            match this.ending {
+                Ending::Request => ::metrics::counter!(REQUEST_BYTES).increment(*this.bytes),
+                Ending::Response {
+                    started,
+                    method,
+                    route,
+                    backend,
+                    status,
+                } => {
+                    let backend = *backend;
+                    ::metrics::counter!(RESPONSE_BYTES, "backend" => backend).increment(*this.bytes);
+                    ::metrics::histogram!(
+                        DURATION,
+                        "method" => method.clone(),
+                        "route" => route.clone(),
+                        "backend" => backend,
+                    )
+                    .record(started.elapsed());
+                    ::metrics::counter!(
+                        REQUESTS,
+                        "method" => method.clone(),
+                        "route" => route.clone(),
+                        "backend" => backend,
+                        "status" => *status,
+                    )
+                    .increment(1);
+                    ::metrics::gauge!(IN_FLIGHT).decrement(1.0);
+                }
+            }
+        }
+    }
+}
+
+impl<B> CountedBody<B> {
+    fn new(inner: B, ending: Ending) -> Self {
+        CountedBody {
+            inner,
+            bytes: 0,
+            ending,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for CountedBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(data)) = frame
+            .as_ref()
+            .map(|frame| frame.as_ref().map(Frame::data_ref))
+        {
+            *this.bytes += data.map_or(0, |data| data.len() as u64);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn method_label(method: &Method) -> SharedString {
+    match *method {
+        Method::GET => SharedString::const_str("GET"),
+        Method::POST => SharedString::const_str("POST"),
+        Method::PUT => SharedString::const_str("PUT"),
+        Method::DELETE => SharedString::const_str("DELETE"),
+        Method::HEAD => SharedString::const_str("HEAD"),
+        Method::PATCH => SharedString::const_str("PATCH"),
+        Method::OPTIONS => SharedString::const_str("OPTIONS"),
+        // Any other method is one label value more per client that sends it: one bucket.
+        _ => SharedString::const_str("other"),
+    }
+}
+
+fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes_and_method_labels_are_bounded() {
+        assert_eq!(status_class(StatusCode::OK), "2xx");
+        assert_eq!(status_class(StatusCode::NOT_FOUND), "4xx");
+        assert_eq!(status_class(StatusCode::SWITCHING_PROTOCOLS), "1xx");
+        assert_eq!(&*method_label(&Method::GET), "GET");
+        let odd = Method::from_bytes(b"PURGE").expect("a token");
+        assert_eq!(&*method_label(&odd), "other");
+    }
+}
