@@ -3,8 +3,12 @@
 - ``/block?seconds=S``: blocks the event loop with ``time.sleep`` (the mistake the
   blocked-loop watchdog finds), then answers.
 - ``/sleep?seconds=S``: waits without blocking, then answers (a request in flight).
-- ``/seen``: the paths this app was asked for, as JSON (the health path never reaches it).
+- ``/seen``: the paths this app was asked for, as JSON (the health path and static files
+  never reach it).
+- ``/tls``: the scope's ``tls`` extension as JSON, ``null`` when there is none.
 - anything else: ``ok``.
+
+Every response carries ``x-app: operations`` (for the access-log format's response header).
 """
 
 import asyncio
@@ -35,6 +39,12 @@ async def app(scope, receive, send):
         blocking_call(seconds)
     elif path == "/sleep":
         await asyncio.sleep(seconds)
-    body = json.dumps(SEEN).encode() if path == "/seen" else b"ok"
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    if path == "/seen":
+        body = json.dumps(SEEN).encode()
+    elif path == "/tls":
+        body = json.dumps(scope["extensions"].get("tls")).encode()
+    else:
+        body = b"ok"
+    headers = [(b"content-type", b"text/plain"), (b"x-app", b"operations")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -38,6 +38,7 @@ class _Options(TypedDict, total=False):
     log_level: str | None
     log_format: Literal["text", "json"] | None
     access_log: bool | None
+    access_log_format: str | None
     ws_max_size: int | None
     timeout_keep_alive: int | None
     timeout_header_read: int | None

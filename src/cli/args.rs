@@ -3,6 +3,7 @@
 use std::hash::{BuildHasher, RandomState};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -15,8 +16,8 @@ use crate::error::{Error, ErrorKind};
 use crate::layers::TrustedProxies;
 use crate::server::inherited_socket;
 use crate::{
-    Bind, ClientCertificates, HttpVersions, Interface, KeyPassword, LifespanMode, LoopKind,
-    PythonAppBuilder, ServerOptions, TlsOptions,
+    AccessLogFormat, Bind, ClientCertificates, HttpVersions, Interface, KeyPassword, LifespanMode,
+    LoopKind, PythonAppBuilder, ServerOptions, TlsOptions,
 };
 
 /// Serve a Python ASGI application (Starlette, FastAPI, any ASGI 3 or 2 app) from Rust.
@@ -78,6 +79,15 @@ pub(super) struct Cli {
     /// Do not log one line per request.
     #[arg(long, overrides_with = "access_log")]
     pub no_access_log: bool,
+
+    /// Access-log line in gunicorn's syntax, e.g. '%(h)s "%(r)s" %(s)s %(b)s'. Atoms: h
+    /// client IP, l and u '-', t time, r request line, m method, U path, q query, H
+    /// protocol, s status, b bytes or '-', B bytes, f referer, a user agent, T seconds, M
+    /// milliseconds, D microseconds, L decimal seconds, p process id, {name}i request
+    /// header, {name}o response header (default: client, request line, status, bytes and
+    /// milliseconds).
+    #[arg(long, value_name = "FORMAT")]
+    pub access_log_format: Option<AccessLogFormat>,
 
     /// Largest websocket message accepted from a client, in bytes.
     #[arg(long, default_value_t = defaults::WS_MAX_SIZE)]
@@ -413,6 +423,7 @@ impl Cli {
     pub(super) fn server_options(&self) -> ServerOptions {
         ServerOptions {
             access_log: !self.no_access_log,
+            access_log_format: self.access_log_format.clone().map(Arc::new),
             timeout_keep_alive: Duration::from_secs(self.timeout_keep_alive),
             timeout_graceful_shutdown: self.timeout_graceful_shutdown.map(Duration::from_secs),
             header_read_timeout: Duration::from_secs(self.timeout_header_read),
@@ -752,4 +763,17 @@ mod tests {
                 .access_log
         );
     }
+
+    #[test]
+    fn an_access_log_format_is_parsed_at_start_up_and_an_unknown_atom_is_a_usage_error() {
+        assert!(parse(&["a:b"]).server_options().access_log_format.is_none());
+        let format = parse(&["a:b", "--access-log-format", "%(h)s %(s)s"])
+            .server_options()
+            .access_log_format;
+        assert_eq!(format.as_deref(), Some(&"%(h)s %(s)s".parse().unwrap()));
+        let err = Cli::try_parse_from(["rust-asgi-server", "a:b", "--access-log-format", "%(x)s"])
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown atom %(x)s"), "{err}");
+    }
+
 }

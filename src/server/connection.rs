@@ -22,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::access_log::{LoggedBody, RequestLine};
+use super::access_log_format::AccessLogFormat;
 use super::body_timeout::TimedBody;
 use super::handle::ServerHandle;
 use super::health::Health;
@@ -135,6 +136,8 @@ pub(crate) struct ConnectionSetup<S> {
     /// Idle time after a response before the connection is closed (`--timeout-keep-alive`).
     pub keep_alive_timeout: Duration,
     pub access_log: bool,
+    /// `--access-log-format`; `None` writes the default line.
+    pub access_log_format: Option<Arc<AccessLogFormat>>,
     pub proxy_headers: Option<Arc<TrustedProxies>>,
     pub budget: Option<Arc<RequestBudget>>,
     /// `--health-path`, answered here.
@@ -152,6 +155,7 @@ impl<S: Clone> Clone for ConnectionSetup<S> {
             request_body_timeout: self.request_body_timeout,
             keep_alive_timeout: self.keep_alive_timeout,
             access_log: self.access_log,
+            access_log_format: self.access_log_format.clone(),
             proxy_headers: self.proxy_headers.clone(),
             budget: self.budget.clone(),
             health: self.health.clone(),
@@ -201,6 +205,7 @@ where
         // wrapped for the access log.
         let service = self.service.clone();
         let access_log = self.access_log;
+        let access_log_format = self.access_log_format.clone();
         let proxy_headers = self.proxy_headers.clone();
         let budget = self.budget.clone();
         let body_timeout = self.request_body_timeout;
@@ -214,7 +219,8 @@ where
                 None => connection,
             };
             request.extensions_mut().insert(connection);
-            let line = access_log.then(|| RequestLine::new(&request, connection.client));
+            let line = access_log
+                .then(|| RequestLine::new(&request, connection.client, access_log_format.as_ref()));
             let health = health.as_ref().and_then(|health| health.answer(&request));
             if let (None, Some(budget)) = (&health, &budget) {
                 budget.count();
@@ -244,9 +250,9 @@ where
                 };
                 let response = match line {
                     Some(line) => {
-                        let status = response.status();
-                        response
-                            .map(|body| MaybeLogged::Logged(LoggedBody::new(body, line, status)))
+                        let (parts, body) = response.into_parts();
+                        let body = MaybeLogged::Logged(LoggedBody::new(body, line, &parts));
+                        Response::from_parts(parts, body)
                     }
                     None => response.map(MaybeLogged::Plain),
                 };

@@ -135,6 +135,7 @@ where
             request_body_timeout: options.timeout_request_body,
             keep_alive_timeout: options.timeout_keep_alive,
             access_log: options.access_log,
+            access_log_format: options.access_log_format.clone(),
             proxy_headers: options.proxy_headers.clone().map(Arc::new),
             budget: options
                 .limit_max_requests
