@@ -52,6 +52,8 @@ class _Options(TypedDict, total=False):
     limit_max_requests_jitter: int | None
     health_path: str | None
     loop_block_warn: float | None
+    static_path_route: Iterable[str] | None
+    static_path_mount: Iterable[_Path] | None
     server_header: bool | None
     date_header: bool | None
     headers: Iterable[str | tuple[str, str]] | None

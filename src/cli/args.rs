@@ -10,6 +10,7 @@ use clap::{Parser, ValueEnum};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::reload::{FileWatcher, ReloadFilter};
+use super::static_files::{self, StaticDir};
 use super::supervisor::{LIFELINE_FD_FLAG, LISTEN_FDS_FLAG};
 use crate::defaults;
 use crate::error::{Error, ErrorKind};
@@ -229,6 +230,17 @@ pub(super) struct Cli {
     #[arg(long, value_enum, default_value_t = ClientCertificates::NotRequested)]
     pub ssl_cert_reqs: ClientCertificates,
 
+    /// Serve the files of the --static-path-mount in the same position under this URL
+    /// path, in the server without Python (ETag, Last-Modified, ranges, precompressed
+    /// .br/.gz); repeatable (default: none).
+    #[arg(long = "static-path-route", value_name = "PATH", value_parser = static_files::route)]
+    pub static_path_routes: Vec<String>,
+
+    /// The directory served under the --static-path-route in the same position;
+    /// repeatable; symlinks that lead out of it are not followed (default: none).
+    #[arg(long = "static-path-mount", value_name = "DIR")]
+    pub static_path_mounts: Vec<PathBuf>,
+
     /// Shut down gracefully after this many requests; under --workers a new worker takes
     /// over (default: no limit).
     #[arg(long, value_name = "N")]
@@ -395,6 +407,12 @@ impl Cli {
             None => RandomState::new().hash_one(std::process::id()),
         };
         Some(limit.saturating_add(jitter))
+    }
+
+    /// The --static-path-route / --static-path-mount pairs; a usage error when they do not
+    /// pair up or a directory is missing.
+    pub(super) fn static_dirs(&self) -> Result<Vec<StaticDir>, String> {
+        static_files::static_dirs(&self.static_path_routes, &self.static_path_mounts)
     }
 
     /// The files --reload watches, and which of their changes count.
@@ -776,4 +794,24 @@ mod tests {
         assert!(err.to_string().contains("unknown atom %(x)s"), "{err}");
     }
 
+    #[test]
+    fn static_path_routes_are_checked_as_they_are_parsed() {
+        let cli = parse(&[
+            "a:b",
+            "--static-path-route",
+            "/s/",
+            "--static-path-mount",
+            ".",
+        ]);
+        assert_eq!(cli.static_path_routes, ["/s"]);
+        assert_eq!(cli.static_dirs().unwrap().len(), 1);
+        assert!(
+            Cli::try_parse_from(["rust-asgi-server", "a:b", "--static-path-route", "s"]).is_err()
+        );
+        assert!(
+            parse(&["a:b", "--static-path-mount", "."])
+                .static_dirs()
+                .is_err()
+        );
+    }
 }
