@@ -18,7 +18,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
-use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::access_log::{LoggedBody, RequestLine};
@@ -31,8 +30,9 @@ use super::keep_alive::KeepAlive;
 use super::listener::Stream;
 use super::options::ServerOptions;
 use super::refusal;
+use super::tls::TlsEndpoint;
 use crate::BoxError;
-use crate::connection_info::ConnectionInfo;
+use crate::connection_info::{ConnectionInfo, TlsInfo};
 use crate::layers::TrustedProxies;
 use crate::layers::guarded_body::GuardedBody;
 use crate::shutdown::Shutdown;
@@ -128,7 +128,7 @@ impl RequestBudget {
 pub(crate) struct ConnectionSetup<S> {
     pub service: S,
     pub protocols: Arc<Protocols>,
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<TlsEndpoint>,
     /// Time from accept to the first request head, TLS handshake included.
     pub header_read_timeout: Duration,
     /// Time a request body may make no progress while it is read.
@@ -180,21 +180,27 @@ where
         let peer = connection.client;
         let mut first_head = std::pin::pin!(tokio::time::sleep(self.header_read_timeout));
         let Some(tls) = &self.tls else {
-            return self.serve_http(stream, connection, first_head).await;
+            return self.serve_http(stream, connection, None, first_head).await;
         };
-        let stream = tokio::select! {
+        let (stream, settled) = tokio::select! {
             handshake = tls.accept(stream) => match handshake {
-                Ok(stream) => stream,
+                Ok(accepted) => accepted,
                 Err(err) => return log_end(peer, "TLS handshake failed", &err),
             },
             () = first_head.as_mut() => return log_end(peer, "TLS handshake", &"timed out"),
             () = self.shutdown.draining.cancelled() => return,
         };
-        self.serve_http(stream, connection, first_head).await;
+        self.serve_http(stream, connection, Some(Arc::new(settled)), first_head)
+            .await;
     }
 
-    async fn serve_http<I>(self, io: I, connection: ConnectionInfo, first_head: Pin<&mut Sleep>)
-    where
+    async fn serve_http<I>(
+        self,
+        io: I,
+        connection: ConnectionInfo,
+        tls: Option<Arc<TlsInfo>>,
+        first_head: Pin<&mut Sleep>,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let io = TokioIo::new(io);
@@ -219,6 +225,9 @@ where
                 None => connection,
             };
             request.extensions_mut().insert(connection);
+            if let Some(tls) = &tls {
+                request.extensions_mut().insert(tls.clone());
+            }
             let line = access_log
                 .then(|| RequestLine::new(&request, connection.client, access_log_format.as_ref()));
             let health = health.as_ref().and_then(|health| health.answer(&request));
