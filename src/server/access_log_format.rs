@@ -125,7 +125,8 @@ impl FromStr for AccessLogFormat {
             }
             let (atom, after) = after
                 .strip_prefix('(')
-                .and_then(|inner| inner.split_once(")s"))
+                .and_then(|inner| inner.split_once(')'))
+                .and_then(|(atom, after)| Some((atom, after.strip_prefix('s')?)))
                 .ok_or(AccessLogFormatError::Malformed { at })?;
             let segment = parsed.segment(atom)?;
             if !text.is_empty() {
@@ -423,6 +424,11 @@ mod tests {
         );
         assert_eq!(error("50% off"), AccessLogFormatError::Malformed { at: 2 });
         assert_eq!(error("%(h)d"), AccessLogFormatError::Malformed { at: 0 });
+        assert_eq!(
+            error("%(h)d %(s)s"),
+            AccessLogFormatError::Malformed { at: 0 }
+        );
+        assert_eq!(error("%(h"), AccessLogFormatError::Malformed { at: 0 });
         assert!(error("%(zz)s").to_string().contains("%(zz)s"));
     }
 
