@@ -5,7 +5,8 @@
 - ``/sleep?seconds=S``: waits without blocking, then answers (a request in flight).
 - ``/seen``: the paths this app was asked for, as JSON (the health path and static files
   never reach it).
-- ``/tls``: the scope's ``tls`` extension as JSON, ``null`` when there is none.
+- ``/tls``: the scope's ``tls`` extension as JSON, ``null`` when there is none; a
+  websocket on any path gets the same as its one message.
 - anything else: ``ok``.
 
 Every response carries ``x-app: operations`` (for the access-log format's response header).
@@ -32,6 +33,13 @@ async def app(scope, receive, send):
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":
+        # Accepts, sends the scope's tls extension as JSON, closes.
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": json.dumps(scope["extensions"].get("tls"))})
+        await send({"type": "websocket.close"})
+        return
     path = scope["path"]
     SEEN.append(path)
     seconds = float(parse_qs(scope["query_string"].decode()).get("seconds", ["1"])[0])

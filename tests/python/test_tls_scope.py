@@ -6,6 +6,7 @@ App: ``pyapp/operations.py``; ``/tls`` answers the scope's extension as JSON.
 
 import datetime
 import ipaddress
+import json
 import re
 import ssl
 import subprocess
@@ -125,6 +126,22 @@ def test_without_a_client_certificate_the_chain_is_empty(https_server):
     assert tls["tls_version"] == 0x0304  # both ends speak TLS 1.3
 
 
+def test_a_websocket_over_tls_carries_the_extension_too(https_server):
+    from websockets.sync.client import connect
+
+    url, ca, cert, client_cert, client_key = https_server
+    context = ssl.create_default_context(cafile=str(ca))
+    context.load_cert_chain(str(client_cert), str(client_key))
+    with connect(url.replace("https", "wss") + "/tls", ssl=context, open_timeout=10) as websocket:
+        tls = json.loads(websocket.recv(timeout=10))
+    assert tls["tls_version"] in (0x0303, 0x0304)
+    assert der(tls["client_cert_chain"][0]) == der(client_cert.read_text())
+
+
 def test_plain_http_has_no_tls_extension(server_factory):
     server = server_factory(APP)
     assert httpx.get(server.url + "/tls", timeout=5).json() is None
+    from websockets.sync.client import connect
+
+    with connect(server.url.replace("http", "ws") + "/tls", open_timeout=10) as websocket:
+        assert json.loads(websocket.recv(timeout=10)) is None
