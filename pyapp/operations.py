@@ -3,8 +3,13 @@
 - ``/block?seconds=S``: blocks the event loop with ``time.sleep`` (the mistake the
   blocked-loop watchdog finds), then answers.
 - ``/sleep?seconds=S``: waits without blocking, then answers (a request in flight).
-- ``/seen``: the paths this app was asked for, as JSON (the health path never reaches it).
-- anything else: ``ok``; a websocket on any path echoes what it receives.
+- ``/seen``: the paths this app was asked for, as JSON (the health path and static files
+  never reach it).
+- ``/tls``: the scope's ``tls`` extension as JSON, ``null`` when there is none; a
+  websocket on ``/tls`` gets the same as its one message.
+- anything else: ``ok``; a websocket on any other path echoes what it receives.
+
+Every response carries ``x-app: operations`` (for the access-log format's response header).
 """
 
 import asyncio
@@ -29,7 +34,14 @@ async def app(scope, receive, send):
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     if scope["type"] == "websocket":
-        return await echo(receive, send)
+        if scope["path"] != "/tls":
+            return await echo(receive, send)
+        # Accepts, sends the scope's tls extension as JSON, closes.
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": json.dumps(scope["extensions"].get("tls"))})
+        await send({"type": "websocket.close"})
+        return
     path = scope["path"]
     SEEN.append(path)
     seconds = float(parse_qs(scope["query_string"].decode()).get("seconds", ["1"])[0])
@@ -37,8 +49,14 @@ async def app(scope, receive, send):
         blocking_call(seconds)
     elif path == "/sleep":
         await asyncio.sleep(seconds)
-    body = json.dumps(SEEN).encode() if path == "/seen" else b"ok"
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    if path == "/seen":
+        body = json.dumps(SEEN).encode()
+    elif path == "/tls":
+        body = json.dumps(scope["extensions"].get("tls")).encode()
+    else:
+        body = b"ok"
+    headers = [(b"content-type", b"text/plain"), (b"x-app", b"operations")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

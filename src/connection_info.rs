@@ -4,6 +4,7 @@
 //! in the scope), so neither depends on the other for it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Where a request came from and arrived at, recorded by the server per connection.
 #[derive(Clone, Copy, Debug, Default)]
@@ -13,6 +14,23 @@ pub struct ConnectionInfo {
     pub server: Option<ServerAddress>,
     /// TLS was terminated by this server: `https`/`wss` schemes.
     pub secure: bool,
+}
+
+/// What the TLS handshake of a connection settled, as the ASGI TLS extension reports it.
+///
+/// Recorded once per TLS connection and shared by its requests as an `Arc` in each
+/// request's extensions, beside the `Copy` [`ConnectionInfo`]; a plain connection has none
+/// and pays nothing for it.
+#[derive(Debug, Default)]
+pub(crate) struct TlsInfo {
+    /// The certificate the server presented, PEM.
+    pub(crate) server_certificate: Option<Arc<str>>,
+    /// The client's certificates, leaf first, PEM; empty when it sent none.
+    pub(crate) client_certificates: Vec<String>,
+    /// The protocol version's code point: `0x0304` for TLS 1.3.
+    pub(crate) version: Option<u16>,
+    /// The cipher suite's IANA number.
+    pub(crate) cipher_suite: Option<u16>,
 }
 
 /// The listening address a connection arrived at, as the scope's `server` reports it.

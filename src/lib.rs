@@ -42,8 +42,8 @@ pub use asgi::{AsgiService, LifespanMode, ResponseBody};
 pub use error::{Error, ErrorKind};
 pub use python::{Interface, LoopKind};
 pub use server::{
-    Bind, ClientCertificates, HttpVersions, KeyPassword, Server, ServerHandle, ServerOptions,
-    TlsOptions,
+    AccessLogFormat, AccessLogFormatError, Bind, ClientCertificates, HttpVersions, KeyPassword,
+    Server, ServerHandle, ServerOptions, TlsOptions,
 };
 
 /// The exception class `send()` raises once the client has gone:

@@ -32,7 +32,8 @@ _OPTIONS = frozenset(
     limit_concurrency limit_request_body limit_max_requests limit_max_requests_jitter
     server_header date_header headers env_file http ssl_certfile ssl_keyfile
     ssl_keyfile_password ssl_ca_certs ssl_cert_reqs reload reload_dirs reload_includes
-    reload_excludes health_path loop_block_warn metrics_bind
+    reload_excludes health_path loop_block_warn metrics_bind access_log_format
+    static_path_route static_path_mount
     """.split()
 )
 # Switches with a `--no-…` form: False turns them off. Other switches are off unless True.
@@ -43,6 +44,8 @@ _REPEATED = {
     "reload_dirs": "--reload-dir",
     "reload_includes": "--reload-include",
     "reload_excludes": "--reload-exclude",
+    "static_path_route": "--static-path-route",
+    "static_path_mount": "--static-path-mount",
 }
 
 

@@ -38,6 +38,7 @@ class _Options(TypedDict, total=False):
     log_level: str | None
     log_format: Literal["text", "json"] | None
     access_log: bool | None
+    access_log_format: str | None
     ws_max_size: int | None
     timeout_keep_alive: int | None
     timeout_header_read: int | None
@@ -52,6 +53,8 @@ class _Options(TypedDict, total=False):
     health_path: str | None
     loop_block_warn: float | None
     metrics_bind: str | None
+    static_path_route: Iterable[str] | None
+    static_path_mount: Iterable[_Path] | None
     server_header: bool | None
     date_header: bool | None
     headers: Iterable[str | tuple[str, str]] | None

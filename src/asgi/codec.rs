@@ -1,6 +1,8 @@
 //! Reading the fields of the app's messages, and the requests and responses the bridges
 //! build from them. Malformed fields raise the exceptions of [`super::violation`].
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use pyo3::intern;
@@ -11,7 +13,7 @@ use super::body::ResponseBody;
 use super::context::ScopeValues;
 use super::scope::RequestHead;
 use super::violation::{bad_value, wrong_type};
-use crate::connection_info::ConnectionInfo;
+use crate::connection_info::{ConnectionInfo, TlsInfo};
 
 /// The `type` of a message the app sent.
 pub(super) fn message_type<'py>(message: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyString>> {
@@ -176,6 +178,7 @@ pub(super) fn request_head(mut parts: http::request::Parts) -> RequestHead {
         path_and_query,
         headers: parts.headers,
         connection,
+        tls: parts.extensions.remove::<Arc<TlsInfo>>(),
         context: parts.extensions.remove::<ScopeValues>(),
     }
 }

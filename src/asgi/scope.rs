@@ -4,6 +4,7 @@
 //! scope costs the dict, the header tuples and the few strings that really vary.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::{HeaderMap, Method, Version};
 use percent_encoding::percent_decode;
@@ -12,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::context::ScopeValues;
-use crate::connection_info::{ConnectionInfo, ServerAddress};
+use crate::connection_info::{ConnectionInfo, ServerAddress, TlsInfo};
 
 /// The HTTP and websocket spec version we implement; Starlette uses ≥ 2.4 to skip its own
 /// disconnect watcher.
@@ -29,6 +30,8 @@ pub(super) struct RequestHead {
     pub path_and_query: http::uri::PathAndQuery,
     pub headers: HeaderMap,
     pub connection: ConnectionInfo,
+    /// What the TLS handshake settled, on a TLS connection.
+    pub tls: Option<Arc<TlsInfo>>,
     /// Values of the request's extensions the app sees in `state`.
     pub context: Option<ScopeValues>,
 }
@@ -50,7 +53,11 @@ pub(super) fn http_scope<'py>(
     let kind = intern!(py, "http");
     let scope = connection_scope(py, kind, scheme, http_version, head, root_path, state)?;
     scope.set_item(intern!(py, "method"), method(py, &head.method))?;
-    scope.set_item(intern!(py, "extensions"), extensions.copy()?)?;
+    let extensions = extensions.copy()?;
+    if let Some(tls) = &head.tls {
+        extensions.set_item(intern!(py, "tls"), tls_extension(py, tls)?)?;
+    }
+    scope.set_item(intern!(py, "extensions"), extensions)?;
     Ok(scope)
 }
 
@@ -81,8 +88,32 @@ pub(super) fn websocket_scope<'py>(
     scope.set_item(intern!(py, "subprotocols"), subprotocols)?;
     let extensions = PyDict::new(py);
     extensions.set_item("websocket.http.response", PyDict::new(py))?;
+    if let Some(tls) = &head.tls {
+        extensions.set_item(intern!(py, "tls"), tls_extension(py, tls)?)?;
+    }
     scope.set_item(intern!(py, "extensions"), extensions)?;
     Ok(scope)
+}
+
+/// The ASGI TLS extension of a request on a TLS connection. `client_cert_name` (the
+/// subject's RFC 4514 name) is `None`, which the spec allows: reading it would take an
+/// X.509 parser for one string. `client_cert_error` is always `None`: a certificate that
+/// fails verification fails the handshake, so no request arrives with one.
+fn tls_extension<'py>(py: Python<'py>, tls: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
+    let extension = PyDict::new(py);
+    extension.set_item(
+        intern!(py, "server_cert"),
+        tls.server_certificate.as_deref(),
+    )?;
+    extension.set_item(
+        intern!(py, "client_cert_chain"),
+        PyList::new(py, &tls.client_certificates)?,
+    )?;
+    extension.set_item(intern!(py, "client_cert_name"), py.None())?;
+    extension.set_item(intern!(py, "client_cert_error"), py.None())?;
+    extension.set_item(intern!(py, "tls_version"), tls.version)?;
+    extension.set_item(intern!(py, "cipher_suite"), tls.cipher_suite)?;
+    Ok(extension)
 }
 
 /// The scope of the lifespan protocol: the app's `state` itself, which request scopes copy.
@@ -262,6 +293,7 @@ mod tests {
                 )),
                 secure: false,
             },
+            tls: None,
             context: None,
         }
     }

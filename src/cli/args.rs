@@ -3,20 +3,22 @@
 use std::hash::{BuildHasher, RandomState};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::reload::{FileWatcher, ReloadFilter};
+use super::static_files::{self, StaticDir};
 use super::supervisor::{LIFELINE_FD_FLAG, LISTEN_FDS_FLAG};
 use crate::defaults;
 use crate::error::{Error, ErrorKind};
 use crate::layers::TrustedProxies;
 use crate::server::inherited_socket;
 use crate::{
-    Bind, ClientCertificates, HttpVersions, Interface, KeyPassword, LifespanMode, LoopKind,
-    PythonAppBuilder, ServerOptions, TlsOptions,
+    AccessLogFormat, Bind, ClientCertificates, HttpVersions, Interface, KeyPassword, LifespanMode,
+    LoopKind, PythonAppBuilder, ServerOptions, TlsOptions,
 };
 
 /// Serve a Python ASGI application (Starlette, FastAPI, any ASGI 3 or 2 app) from Rust.
@@ -78,6 +80,15 @@ pub(super) struct Cli {
     /// Do not log one line per request.
     #[arg(long, overrides_with = "access_log")]
     pub no_access_log: bool,
+
+    /// Access-log line in gunicorn's syntax, e.g. '%(h)s "%(r)s" %(s)s %(b)s'. Atoms: h
+    /// client IP, l and u '-', t time, r request line, m method, U path, q query, H
+    /// protocol, s status, b bytes or '-', B bytes, f referer, a user agent, T seconds, M
+    /// milliseconds, D microseconds, L decimal seconds, p process id, {name}i request
+    /// header, {name}o response header (default: client, request line, status, bytes and
+    /// milliseconds).
+    #[arg(long, value_name = "FORMAT")]
+    pub access_log_format: Option<AccessLogFormat>,
 
     /// Largest websocket message accepted from a client, in bytes.
     #[arg(long, default_value_t = defaults::WS_MAX_SIZE)]
@@ -218,6 +229,17 @@ pub(super) struct Cli {
     /// Ask clients for a certificate: 0 no, 1 optional, 2 required.
     #[arg(long, value_enum, default_value_t = ClientCertificates::NotRequested)]
     pub ssl_cert_reqs: ClientCertificates,
+
+    /// Serve the files of the --static-path-mount in the same position under this URL
+    /// path, in the server without Python (ETag, Last-Modified, ranges, precompressed
+    /// .br/.gz); repeatable (default: none).
+    #[arg(long = "static-path-route", value_name = "PATH", value_parser = static_files::route)]
+    pub static_path_routes: Vec<String>,
+
+    /// The directory served under the --static-path-route in the same position;
+    /// repeatable; symlinks that lead out of it are not followed (default: none).
+    #[arg(long = "static-path-mount", value_name = "DIR")]
+    pub static_path_mounts: Vec<PathBuf>,
 
     /// Shut down gracefully after this many requests; under --workers a new worker takes
     /// over (default: no limit).
@@ -392,6 +414,12 @@ impl Cli {
         Some(limit.saturating_add(jitter))
     }
 
+    /// The --static-path-route / --static-path-mount pairs; a usage error when they do not
+    /// pair up or a directory is missing.
+    pub(super) fn static_dirs(&self) -> Result<Vec<StaticDir>, String> {
+        static_files::static_dirs(&self.static_path_routes, &self.static_path_mounts)
+    }
+
     /// The files --reload watches, and which of their changes count.
     pub(super) fn file_watcher(&self) -> Result<FileWatcher, Error> {
         let directories = if self.reload_dirs.is_empty() {
@@ -418,6 +446,7 @@ impl Cli {
     pub(super) fn server_options(&self) -> ServerOptions {
         ServerOptions {
             access_log: !self.no_access_log,
+            access_log_format: self.access_log_format.clone().map(Arc::new),
             timeout_keep_alive: Duration::from_secs(self.timeout_keep_alive),
             timeout_graceful_shutdown: self.timeout_graceful_shutdown.map(Duration::from_secs),
             header_read_timeout: Duration::from_secs(self.timeout_header_read),
@@ -755,6 +784,39 @@ mod tests {
             parse(&["a:b", "--no-access-log", "--access-log"])
                 .server_options()
                 .access_log
+        );
+    }
+
+    #[test]
+    fn an_access_log_format_is_parsed_at_start_up_and_an_unknown_atom_is_a_usage_error() {
+        assert!(parse(&["a:b"]).server_options().access_log_format.is_none());
+        let format = parse(&["a:b", "--access-log-format", "%(h)s %(s)s"])
+            .server_options()
+            .access_log_format;
+        assert_eq!(format.as_deref(), Some(&"%(h)s %(s)s".parse().unwrap()));
+        let err = Cli::try_parse_from(["rust-asgi-server", "a:b", "--access-log-format", "%(x)s"])
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown atom %(x)s"), "{err}");
+    }
+
+    #[test]
+    fn static_path_routes_are_checked_as_they_are_parsed() {
+        let cli = parse(&[
+            "a:b",
+            "--static-path-route",
+            "/s/",
+            "--static-path-mount",
+            ".",
+        ]);
+        assert_eq!(cli.static_path_routes, ["/s"]);
+        assert_eq!(cli.static_dirs().unwrap().len(), 1);
+        assert!(
+            Cli::try_parse_from(["rust-asgi-server", "a:b", "--static-path-route", "s"]).is_err()
+        );
+        assert!(
+            parse(&["a:b", "--static-path-mount", "."])
+                .static_dirs()
+                .is_err()
         );
     }
 }

@@ -9,6 +9,7 @@
 
 mod args;
 mod reload;
+mod static_files;
 mod supervisor;
 
 use std::ffi::OsString;
@@ -19,11 +20,12 @@ use std::pin::Pin;
 use std::process::ExitCode;
 
 use axum::Router;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use pyo3::prelude::*;
 use tower::ServiceBuilder;
 
 use self::args::{Cli, LogFormat, ProcessRole};
+use self::static_files::StaticDir;
 use self::supervisor::{Lifeline, Supervisor};
 use crate::error::{Error, ErrorKind};
 use crate::layers::{BodySizeLimitLayer, DefaultHeadersLayer, InFlightLimitLayer};
@@ -80,8 +82,12 @@ pub fn run(
     app: Option<Py<PyAny>>,
 ) -> u8 {
     let args: Vec<OsString> = args.into_iter().collect();
-    let cli = match Cli::try_parse_from(&args) {
-        Ok(cli) => cli,
+    let parsed = Cli::try_parse_from(&args).and_then(|cli| {
+        let static_dirs = checked_static_dirs(&cli)?;
+        Ok((cli, static_dirs))
+    });
+    let (cli, static_dirs) = match parsed {
+        Ok(parsed) => parsed,
         Err(err) => {
             let _ = err.print();
             return u8::try_from(err.exit_code()).unwrap_or(2);
@@ -127,7 +133,7 @@ pub fn run(
     }
     let result = match cli.process_role() {
         ProcessRole::Supervisor => supervise(&cli, workers, &args),
-        ProcessRole::Single | ProcessRole::Worker { .. } => serve(&cli, source),
+        ProcessRole::Single | ProcessRole::Worker { .. } => serve(&cli, source, &static_dirs),
     };
     match result {
         Ok(()) => 0,
@@ -174,6 +180,8 @@ pub fn embed(
     app: Option<Py<PyAny>>,
 ) -> Result<Embedded, EmbedError> {
     let cli = Cli::try_parse_from(args).map_err(|err| EmbedError::Usage(err.to_string()))?;
+    let static_dirs =
+        checked_static_dirs(&cli).map_err(|err| EmbedError::Usage(err.to_string()))?;
     init_logging(&cli);
     if cli.env_file.is_some() {
         cli.load_env_file().map_err(EmbedError::Serve)?;
@@ -204,7 +212,7 @@ pub fn embed(
         .on_running_loop()
         .start()
         .map_err(EmbedError::Serve)?;
-    let (handle, serving) = build_server(&cli, binds, python, false);
+    let (handle, serving) = build_server(&cli, &static_dirs, binds, python, false);
     Ok(Embedded {
         handle,
         serving: Box::pin(serving),
@@ -220,10 +228,18 @@ pub enum EmbedError {
     Serve(Error),
 }
 
-/// The binary's server for `python`: its router in the command line's layers, on `binds`;
-/// its handle, and the future that serves until it stops.
+/// The --static-path-* directories, or a usage error as clap reports its own.
+fn checked_static_dirs(cli: &Cli) -> Result<Vec<StaticDir>, clap::Error> {
+    cli.static_dirs()
+        .map_err(|message| Cli::command().error(clap::error::ErrorKind::ValueValidation, message))
+}
+
+/// The binary's server for `python`: its router (the static directories, then the app) in
+/// the command line's layers, on `binds`; its handle, and the future that serves until it
+/// stops.
 fn build_server(
     cli: &Cli,
+    static_dirs: &[StaticDir],
     binds: Vec<crate::Bind>,
     python: PythonApp,
     signals: bool,
@@ -231,7 +247,8 @@ fn build_server(
     ServerHandle,
     impl Future<Output = Result<(), Error>> + Send + 'static,
 ) {
-    let mut router = Router::new().fallback_service(python.service());
+    let mut router =
+        static_files::mount(Router::new(), static_dirs).fallback_service(python.service());
     if cli.metrics_bind.is_some() {
         router = router.layer(MetricsLayer::new());
     }
@@ -273,7 +290,7 @@ fn serve_metrics(address: std::net::SocketAddr) -> Result<(), Error> {
 }
 
 /// Serves the app in this process: alone, or as one worker of a supervisor.
-fn serve(cli: &Cli, app: AppArg) -> Result<(), Error> {
+fn serve(cli: &Cli, app: AppArg, static_dirs: &[StaticDir]) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -290,7 +307,7 @@ fn serve(cli: &Cli, app: AppArg) -> Result<(), Error> {
             serve_metrics(address)?;
         }
         let python = app.builder(cli).start()?;
-        let (handle, serving) = build_server(cli, binds, python, true);
+        let (handle, serving) = build_server(cli, static_dirs, binds, python, true);
         if let Some(lifeline) = lifeline {
             tokio::spawn(lifeline.attend(handle));
         }

@@ -1,12 +1,16 @@
 //! One log line per request, for Rust and Python routes alike: method, path, status,
-//! body bytes and duration, written when the response body has been fully sent.
+//! body bytes and duration (or the `--access-log-format` line), written when the response
+//! body has been fully sent.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use http::{Method, StatusCode, Version};
+use http::{HeaderValue, Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
+
+use super::access_log_format::{AccessLogFormat, Exchange};
 
 /// What the access log needs to know about the request, taken before it is handed on.
 pub(super) struct RequestLine {
@@ -15,11 +19,33 @@ pub(super) struct RequestLine {
     version: Version,
     client: Option<std::net::SocketAddr>,
     started: Instant,
+    /// Only with `--access-log-format`, so the default line costs nothing more.
+    formatted: Option<Box<FormattedLine>>,
+}
+
+/// What a `--access-log-format` line shows beyond the default line's facts.
+struct FormattedLine {
+    format: Arc<AccessLogFormat>,
+    arrived: SystemTime,
+    request_headers: Vec<Option<HeaderValue>>,
+    response_headers: Vec<Option<HeaderValue>>,
 }
 
 impl RequestLine {
-    pub(super) fn new<B>(request: &http::Request<B>, client: Option<std::net::SocketAddr>) -> Self {
+    pub(super) fn new<B>(
+        request: &http::Request<B>,
+        client: Option<std::net::SocketAddr>,
+        format: Option<&Arc<AccessLogFormat>>,
+    ) -> Self {
         RequestLine {
+            formatted: format.map(|format| {
+                Box::new(FormattedLine {
+                    arrived: SystemTime::now(),
+                    request_headers: format.request_headers(request.headers()),
+                    response_headers: Vec::new(),
+                    format: format.clone(),
+                })
+            }),
             method: request.method().clone(),
             path_and_query: request
                 .uri()
@@ -42,11 +68,14 @@ pub(super) struct LoggedBody<B: Body> {
 }
 
 impl<B: Body> LoggedBody<B> {
-    pub(super) fn new(inner: B, line: RequestLine, status: StatusCode) -> Self {
+    pub(super) fn new(inner: B, mut line: RequestLine, response: &http::response::Parts) -> Self {
+        if let Some(formatted) = &mut line.formatted {
+            formatted.response_headers = formatted.format.response_headers(&response.headers);
+        }
         LoggedBody {
             head: line.method == Method::HEAD,
             inner,
-            line: Some((line, status)),
+            line: Some((line, response.status)),
             bytes: 0,
         }
     }
@@ -55,6 +84,28 @@ impl<B: Body> LoggedBody<B> {
         let Some((line, status)) = self.line.take() else {
             return;
         };
+        if let Some(formatted) = &line.formatted {
+            let exchange = Exchange {
+                method: &line.method,
+                path_and_query: &line.path_and_query,
+                version: line.version,
+                client: line.client,
+                arrived: formatted.arrived,
+                elapsed: line.started.elapsed(),
+                status,
+                bytes: self.bytes,
+                request_headers: &formatted.request_headers,
+                response_headers: &formatted.response_headers,
+            };
+            // The format is the whole line: no "(incomplete)" mark that a parser of it
+            // would not expect.
+            tracing::info!(
+                target: "rust_asgi_server::access",
+                "{}",
+                formatted.format.line(&exchange)
+            );
+            return;
+        }
         let client = line
             .client
             .map_or_else(|| "-".to_string(), |client| client.to_string());

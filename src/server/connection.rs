@@ -18,10 +18,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
-use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::access_log::{LoggedBody, RequestLine};
+use super::access_log_format::AccessLogFormat;
 use super::body_timeout::TimedBody;
 use super::handle::ServerHandle;
 use super::health::Health;
@@ -30,8 +30,9 @@ use super::keep_alive::KeepAlive;
 use super::listener::Stream;
 use super::options::ServerOptions;
 use super::refusal;
+use super::tls::TlsEndpoint;
 use crate::BoxError;
-use crate::connection_info::ConnectionInfo;
+use crate::connection_info::{ConnectionInfo, TlsInfo};
 use crate::layers::TrustedProxies;
 use crate::layers::guarded_body::GuardedBody;
 use crate::shutdown::Shutdown;
@@ -127,7 +128,7 @@ impl RequestBudget {
 pub(crate) struct ConnectionSetup<S> {
     pub service: S,
     pub protocols: Arc<Protocols>,
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<TlsEndpoint>,
     /// Time from accept to the first request head, TLS handshake included.
     pub header_read_timeout: Duration,
     /// Time a request body may make no progress while it is read.
@@ -135,6 +136,8 @@ pub(crate) struct ConnectionSetup<S> {
     /// Idle time after a response before the connection is closed (`--timeout-keep-alive`).
     pub keep_alive_timeout: Duration,
     pub access_log: bool,
+    /// `--access-log-format`; `None` writes the default line.
+    pub access_log_format: Option<Arc<AccessLogFormat>>,
     pub proxy_headers: Option<Arc<TrustedProxies>>,
     pub budget: Option<Arc<RequestBudget>>,
     /// `--health-path`, answered here.
@@ -152,6 +155,7 @@ impl<S: Clone> Clone for ConnectionSetup<S> {
             request_body_timeout: self.request_body_timeout,
             keep_alive_timeout: self.keep_alive_timeout,
             access_log: self.access_log,
+            access_log_format: self.access_log_format.clone(),
             proxy_headers: self.proxy_headers.clone(),
             budget: self.budget.clone(),
             health: self.health.clone(),
@@ -176,21 +180,27 @@ where
         let peer = connection.client;
         let mut first_head = std::pin::pin!(tokio::time::sleep(self.header_read_timeout));
         let Some(tls) = &self.tls else {
-            return self.serve_http(stream, connection, first_head).await;
+            return self.serve_http(stream, connection, None, first_head).await;
         };
-        let stream = tokio::select! {
+        let (stream, settled) = tokio::select! {
             handshake = tls.accept(stream) => match handshake {
-                Ok(stream) => stream,
+                Ok(accepted) => accepted,
                 Err(err) => return log_end(peer, "TLS handshake failed", &err),
             },
             () = first_head.as_mut() => return log_end(peer, "TLS handshake", &"timed out"),
             () = self.shutdown.draining.cancelled() => return,
         };
-        self.serve_http(stream, connection, first_head).await;
+        self.serve_http(stream, connection, Some(Arc::new(settled)), first_head)
+            .await;
     }
 
-    async fn serve_http<I>(self, io: I, connection: ConnectionInfo, first_head: Pin<&mut Sleep>)
-    where
+    async fn serve_http<I>(
+        self,
+        io: I,
+        connection: ConnectionInfo,
+        tls: Option<Arc<TlsInfo>>,
+        first_head: Pin<&mut Sleep>,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let io = TokioIo::new(io);
@@ -201,6 +211,7 @@ where
         // wrapped for the access log.
         let service = self.service.clone();
         let access_log = self.access_log;
+        let access_log_format = self.access_log_format.clone();
         let proxy_headers = self.proxy_headers.clone();
         let budget = self.budget.clone();
         let body_timeout = self.request_body_timeout;
@@ -214,7 +225,11 @@ where
                 None => connection,
             };
             request.extensions_mut().insert(connection);
-            let line = access_log.then(|| RequestLine::new(&request, connection.client));
+            if let Some(tls) = &tls {
+                request.extensions_mut().insert(tls.clone());
+            }
+            let line = access_log
+                .then(|| RequestLine::new(&request, connection.client, access_log_format.as_ref()));
             let health = health.as_ref().and_then(|health| health.answer(&request));
             if let (None, Some(budget)) = (&health, &budget) {
                 budget.count();
@@ -244,9 +259,9 @@ where
                 };
                 let response = match line {
                     Some(line) => {
-                        let status = response.status();
-                        response
-                            .map(|body| MaybeLogged::Logged(LoggedBody::new(body, line, status)))
+                        let (parts, body) = response.into_parts();
+                        let body = MaybeLogged::Logged(LoggedBody::new(body, line, &parts));
+                        Response::from_parts(parts, body)
                     }
                     None => response.map(MaybeLogged::Plain),
                 };

@@ -4,6 +4,7 @@
 
 mod accept_errors;
 mod access_log;
+mod access_log_format;
 mod body_timeout;
 mod connection;
 mod handle;
@@ -16,6 +17,7 @@ mod refusal;
 mod serve;
 mod tls;
 
+pub use access_log_format::{AccessLogFormat, AccessLogFormatError};
 pub use handle::ServerHandle;
 pub use http_versions::HttpVersions;
 pub use listener::Bind;

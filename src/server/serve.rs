@@ -9,7 +9,6 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body::Body;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use super::accept_errors::AcceptErrors;
 use super::connection::{ConnectionSetup, Protocols, RequestBudget};
@@ -17,6 +16,7 @@ use super::handle::ServerHandle;
 use super::health::Health;
 use super::listener::{Bind, Listener, describe};
 use super::options::ServerOptions;
+use super::tls::TlsEndpoint;
 use crate::BoxError;
 use crate::app::PythonApp;
 use crate::connection_info::{ConnectionInfo, ServerAddress};
@@ -96,7 +96,7 @@ where
     pub async fn serve(self, python: PythonApp) -> Result<(), Error> {
         let options = self.options;
         let tls = match &options.tls {
-            Some(tls) => Some(TlsAcceptor::from(tls.server_config(options.http)?)),
+            Some(tls) => Some(TlsEndpoint::new(tls, options.http)?),
             None => None,
         };
         let lifespan = python.startup().await?;
@@ -135,6 +135,7 @@ where
             request_body_timeout: options.timeout_request_body,
             keep_alive_timeout: options.timeout_keep_alive,
             access_log: options.access_log,
+            access_log_format: options.access_log_format.clone(),
             proxy_headers: options.proxy_headers.clone().map(Arc::new),
             budget: options
                 .limit_max_requests

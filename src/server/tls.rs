@@ -7,15 +7,19 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use pkcs8::der::pem::PemLabel;
+use pkcs8::der::pem::{LineEnding, PemLabel};
 use pkcs8::{EncryptedPrivateKeyInfoOwned, EncryptedPrivateKeyInfoRef};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 use super::http_versions::HttpVersions;
+use crate::connection_info::TlsInfo;
 use crate::error::{Error, ErrorKind};
 
 /// The certificate, key and client-certificate policy to serve TLS with.
@@ -138,6 +142,59 @@ impl TlsOptions {
         })?;
         Ok(Some(verifier))
     }
+}
+
+/// What a listener serving TLS needs: the acceptor, and the certificate it presents as the
+/// scope's `tls` extension reports it.
+#[derive(Clone)]
+pub(crate) struct TlsEndpoint {
+    acceptor: TlsAcceptor,
+    certificate: Option<Arc<str>>,
+}
+
+impl TlsEndpoint {
+    pub(super) fn new(options: &TlsOptions, versions: HttpVersions) -> Result<Self, Error> {
+        let acceptor = TlsAcceptor::from(options.server_config(versions)?);
+        let certificate = read_certificates(&options.certfile, "--ssl-certfile")?
+            .first()
+            .and_then(|leaf| certificate_pem(leaf))
+            .map(Arc::from);
+        Ok(TlsEndpoint {
+            acceptor,
+            certificate,
+        })
+    }
+
+    /// The TLS handshake, and what it settled.
+    pub(super) async fn accept<IO>(&self, stream: IO) -> std::io::Result<(TlsStream<IO>, TlsInfo)>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let stream = self.acceptor.accept(stream).await?;
+        let info = self.settled(stream.get_ref().1);
+        Ok((stream, info))
+    }
+
+    fn settled(&self, session: &ServerConnection) -> TlsInfo {
+        TlsInfo {
+            server_certificate: self.certificate.clone(),
+            client_certificates: session
+                .peer_certificates()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(certificate_pem)
+                .collect(),
+            version: session.protocol_version().map(u16::from),
+            cipher_suite: session
+                .negotiated_cipher_suite()
+                .map(|suite| u16::from(suite.suite())),
+        }
+    }
+}
+
+/// A DER certificate as PEM; `None` only for one too large to encode.
+fn certificate_pem(der: &CertificateDer<'_>) -> Option<String> {
+    pkcs8::der::pem::encode_string("CERTIFICATE", LineEnding::LF, der).ok()
 }
 
 /// A key file's password; `Debug` does not show it.
@@ -413,5 +470,23 @@ mod tests {
             ..TlsOptions::new(files.write("a.crt", &cert), files.write("a.key", &key))
         };
         assert!(options.server_config(HttpVersions::Auto).is_ok());
+    }
+
+    #[test]
+    fn the_endpoint_reports_the_leaf_certificate_as_pem() {
+        let files = Files::new("endpoint");
+        let (leaf, key) = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let (other, _) = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let options = TlsOptions::new(
+            files.write("chain.crt", &format!("{leaf}{other}")),
+            files.write("a.key", &key),
+        );
+        let endpoint = TlsEndpoint::new(&options, HttpVersions::Auto).unwrap();
+        let reported = endpoint.certificate.unwrap();
+        assert!(reported.starts_with("-----BEGIN CERTIFICATE-----\n"));
+        assert_eq!(
+            CertificateDer::from_pem_slice(reported.as_bytes()).unwrap(),
+            CertificateDer::from_pem_slice(leaf.as_bytes()).unwrap()
+        );
     }
 }
