@@ -128,6 +128,7 @@ SERVER_LABELS = {
     "granian": "granian",
     "mixed": "bench_mixed (ours)",
     "wheel": "rust-asgi-server (wheel)",
+    "metrics": "rust-asgi-server --metrics-bind",
     "axum": "bare axum",
 }
 # Ratios printed per cell: (numerator, denominator).
@@ -180,6 +181,10 @@ def server_command(server: str, app: App, port: int, workers: int = 1) -> list[s
     if server == "ours":
         return [str(OURS_BIN), "--app", app.target, "--bind", bind, "--loop", OURS_LOOP[0],
                 "--no-access-log", "--log-level", "warning", *more_workers]
+    if server == "metrics":
+        # --metrics: ours with metrics on (the recorder and the request layer), scraped never.
+        return [str(OURS_BIN), "--app", app.target, "--bind", bind, "--loop", OURS_LOOP[0],
+                "--no-access-log", "--log-level", "warning", "--metrics-bind", "127.0.0.1:0", *more_workers]
     if server == "wheel":
         # The wheel's console script (--wheel), same flags: the same engine from pip.
         return [str(venv_bin / "rust-asgi-server"), "--app", app.target, "--bind", bind, "--loop",
@@ -909,6 +914,8 @@ def summary_lines(cells: list[Cell]) -> list[str]:
         ratios = [("ours", "uvicorn"), ("ours", "granian")]
         if "wheel" in ASGI_SERVERS:
             ratios.append(("wheel", "ours"))
+        if "metrics" in ASGI_SERVERS:
+            ratios.append(("metrics", "ours"))
         lines += ["| cell | " + " | ".join(ASGI_SERVERS) + " | "
                   + " | ".join(f"{num}/{den}" for num, den in ratios) + " |",
                   "|---|" + "--:|" * (len(ASGI_SERVERS) + len(ratios))]
@@ -1034,6 +1041,8 @@ def main() -> int:
     parser.add_argument("--idle-wait", type=float, default=30.0, metavar="SECONDS",
                         help="before each run, wait up to this long for the benchmark CPUs to be idle "
                              "(default 30; 0 disables)")
+    parser.add_argument("--metrics", action="store_true",
+                        help="also measure ours with --metrics-bind (server `metrics`), for the cost of metrics")
     parser.add_argument("--list", action="store_true", help="print the selected runs and exit")
     parser.add_argument("--wheel", type=Path, metavar="WHEEL",
                         help="also measure this wheel's rust-asgi-server command (installed into "
@@ -1054,6 +1063,9 @@ def main() -> int:
     if args.wheel:
         ASGI_SERVERS.append("wheel")
         RATIOS.insert(0, ("wheel", "ours"))
+    if args.metrics:
+        ASGI_SERVERS.append("metrics")
+        RATIOS.insert(0, ("metrics", "ours"))
     cells = build_cells(args.filter)
     if not cells:
         die(f"--filter {args.filter} selects nothing; names look like raw-echo/c50/granian")
