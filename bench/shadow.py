@@ -54,6 +54,8 @@ def shadow_server(share: float, pin: list[str], logdir: Path, args) -> bench.Ser
             cmd += ["--max-loop-busy", str(args.max_loop_busy)]
         if args.min_idle_cpu is not None:
             cmd += ["--min-idle-cpu", str(args.min_idle_cpu)]
+        if args.max_per_second is not None:
+            cmd += ["--max-per-second", str(args.max_per_second)]
         return cmd
     return bench.ServerProcess.with_command(f"share-{share:g}", "shadow", logdir, command)
 
@@ -90,6 +92,8 @@ def main() -> int:
                         help="ShadowLayer::max_loop_busy (default: the example's, 0.5)")
     parser.add_argument("--min-idle-cpu", type=float, default=None,
                         help="ShadowLayer::min_idle_cpu (default: the example's, 0.1)")
+    parser.add_argument("--max-per-second", type=float, default=None,
+                        help="ShadowLayer::max_per_second (default: the example's, 100; inf lifts it)")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=False)
     args = parser.parse_args()
     args.reps, args.warmup, args.seconds = (1, 1.0, 3.0) if args.quick else (args.reps, 2.0, 10.0)

@@ -46,6 +46,9 @@ struct Cli {
     /// The share of the machine's CPU time that must be idle for a comparison to start.
     #[arg(long, default_value_t = 0.1)]
     min_idle_cpu: f64,
+    /// Comparisons started per second at most ("inf": no limit).
+    #[arg(long, default_value_t = 100.0)]
+    max_per_second: f64,
 }
 
 #[tokio::main]
@@ -59,6 +62,7 @@ async fn main() -> Result<(), rust_asgi_server::Error> {
         .max_in_flight(cli.max_in_flight)
         .max_loop_busy(cli.max_loop_busy)
         .min_idle_cpu(cli.min_idle_cpu)
+        .max_per_second(cli.max_per_second)
         .ignore_field("checked_at");
     let stats = shadow.stats();
     let router = Router::new()

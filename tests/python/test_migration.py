@@ -33,9 +33,9 @@ from test_examples import EXAMPLES_DIR, client, log_line, served_by, start_examp
 pytestmark = pytest.mark.rust_only
 
 DRIFTED = "pyapp.migration_apps:drifted"
-# shadow_compare compares only on spare CPU; the tests of what it compares must not depend
-# on how busy the machine running them is.
-ANY_LOAD = ("--min-idle-cpu", "0")
+# shadow_compare compares only on spare CPU and at most 100 times a second; the tests of
+# what it compares must not depend on how busy the machine running them is.
+ANY_LOAD = ("--min-idle-cpu", "0", "--max-per-second", "inf")
 OPERATION_KEYS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
@@ -347,6 +347,23 @@ def test_shadow_is_skipped_while_every_cpu_is_busy():
         for burner in burners:
             burner.kill()
             burner.wait()
+        server.stop()
+
+
+def test_shadow_comparisons_are_capped_per_second():
+    server = start_example("shadow_compare", "--min-idle-cpu", "0", "--max-per-second", "5")
+    try:
+        started = time.monotonic()
+        with client(server) as http:
+            for _ in range(20):
+                assert http.get("/items/999").json() == {"detail": "Not found"}
+        elapsed = time.monotonic() - started
+        time.sleep(0.3)  # comparisons still running end
+        counts = stats(server)
+        # One at once, then five a second: never one per request.
+        assert counts["compared"] + counts["skipped_busy"] == 20, counts
+        assert 1 <= counts["compared"] <= 1 + int(elapsed * 5) + 1, (counts, elapsed)
+    finally:
         server.stop()
 
 

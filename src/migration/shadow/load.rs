@@ -8,7 +8,11 @@
 //! serving, a comparison's CPU is still taken from the route. So a sampled request is
 //! compared only while, over the last [`SAMPLE`], the loop thread used less than a share of a
 //! CPU and the machine had at least a share of its CPU time idle: comparisons run on spare
-//! CPU only.
+//! CPU only. Even with spare CPU, each comparison still puts a Python request, its
+//! hand-offs between threads and a JSON comparison beside the client's request on the same
+//! CPUs (on a small machine under load, that alone moved the shadowed route's median latency
+//! by a quarter, at 2,400 comparisons a second), so their rate is capped too: parity on live
+//! traffic needs hundreds of samples a second, not every request.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -58,13 +62,28 @@ impl MachineTimes {
     }
 }
 
-/// The two thresholds: comparisons start below the first and above the second.
+/// When comparisons may start.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Limits {
     /// Share of one CPU the loop thread may use (1 or more: no limit).
     pub max_loop_busy: f64,
     /// Share of the machine's CPU time that must be idle (0: no limit).
     pub min_machine_idle: f64,
+    /// Comparisons started per second at most, with a burst of a tenth of a second's worth
+    /// (infinite: no limit).
+    pub max_per_second: f64,
+}
+
+impl Limits {
+    fn lifted(&self) -> bool {
+        self.max_loop_busy >= 1.0
+            && self.min_machine_idle <= 0.0
+            && self.max_per_second.is_infinite()
+    }
+
+    fn burst(&self) -> f64 {
+        (self.max_per_second / 10.0).max(1.0)
+    }
 }
 
 pub(super) struct Load {
@@ -80,15 +99,21 @@ struct Sample {
     machine: Option<MachineTimes>,
     /// The verdict of the two latest readings.
     has_room: bool,
+    /// Comparisons that may start now, refilled at `max_per_second`.
+    tokens: f64,
+    refilled: Instant,
 }
 
 impl Load {
     pub(super) fn new(loop_cpu: CpuClock, machine: MachineClock, limits: Limits) -> Self {
+        let now = Instant::now();
         let last = Sample {
-            at: Instant::now(),
+            at: now,
             loop_cpu: loop_cpu(),
             machine: machine(),
             has_room: true,
+            tokens: limits.burst(),
+            refilled: now,
         };
         Load {
             loop_cpu,
@@ -104,7 +129,7 @@ impl Load {
     }
 
     fn has_room_at(&self, now: Instant) -> bool {
-        if self.limits.max_loop_busy >= 1.0 && self.limits.min_machine_idle <= 0.0 {
+        if self.limits.lifted() {
             return true;
         }
         let mut last = self
@@ -128,15 +153,23 @@ impl Load {
                 }
                 _ => 1.0,
             };
-            *last = Sample {
-                at: now,
-                loop_cpu,
-                machine,
-                has_room: loop_busy < self.limits.max_loop_busy
-                    && machine_idle >= self.limits.min_machine_idle,
-            };
+            last.at = now;
+            last.loop_cpu = loop_cpu;
+            last.machine = machine;
+            last.has_room = loop_busy < self.limits.max_loop_busy
+                && machine_idle >= self.limits.min_machine_idle;
         }
-        last.has_room
+        if !last.has_room {
+            return false;
+        }
+        let refill = now.saturating_duration_since(last.refilled).as_secs_f64();
+        last.tokens = (last.tokens + refill * self.limits.max_per_second).min(self.limits.burst());
+        last.refilled = now;
+        if last.tokens < 1.0 {
+            return false;
+        }
+        last.tokens -= 1.0;
+        true
     }
 }
 
@@ -150,6 +183,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_loop_busy: 0.5,
         min_machine_idle: 0.2,
+        max_per_second: f64::INFINITY,
     };
 
     /// A loop thread whose CPU time the test sets, in milliseconds.
@@ -209,12 +243,32 @@ mod tests {
         let lifted = Limits {
             max_loop_busy: 1.0,
             min_machine_idle: 0.0,
+            max_per_second: f64::INFINITY,
         };
         let load = Load::new(clock, Box::new(|| None), lifted);
         cpu.store(1000, Ordering::Relaxed);
         assert!(load.has_room_at(Instant::now() + SAMPLE));
         let blind = Load::new(Box::new(|| None), Box::new(|| None), LIMITS);
         assert!(blind.has_room_at(Instant::now() + SAMPLE));
+    }
+
+    #[test]
+    fn comparisons_are_capped_per_second_after_a_short_burst() {
+        let capped = Limits {
+            max_loop_busy: 1.0,
+            min_machine_idle: 0.0,
+            max_per_second: 100.0,
+        };
+        let load = Load::new(Box::new(|| None), Box::new(|| None), capped);
+        let start = Instant::now();
+        // A burst of a tenth of a second's worth, then nothing until tokens refill.
+        let burst = (0..50).filter(|_| load.has_room_at(start)).count();
+        assert_eq!(burst, 10);
+        assert!(!load.has_room_at(start + Duration::from_millis(5)));
+        // 100 a second: one more after 10 ms, and never more than the burst after a pause.
+        assert!(load.has_room_at(start + Duration::from_millis(16)));
+        let later = start + Duration::from_secs(5);
+        assert_eq!((0..50).filter(|_| load.has_room_at(later)).count(), 10);
     }
 
     #[test]
