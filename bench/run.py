@@ -152,7 +152,10 @@ class Family:
     def servers_for(self, app: App) -> list[str]:
         if self.servers is not None:
             return list(self.servers)
-        return RUST_SERVERS if app.rust_route else ASGI_SERVERS
+        if app.rust_route:
+            return RUST_SERVERS
+        # --metrics-bind serves one process's metrics: not with --workers.
+        return [s for s in ASGI_SERVERS if not (s == "metrics" and self.workers > 1)]
 
 
 FAMILIES = [
