@@ -17,7 +17,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How often the clocks are read.
+/// How often the clocks are read, at most: on a sampled request, once this much has passed
+/// since the last reading, so a reading after a quiet spell covers that spell too.
 const SAMPLE: Duration = Duration::from_millis(50);
 
 /// Reads the loop thread's CPU time so far (`None` when it cannot).
