@@ -8,6 +8,8 @@ measure the server and its bridge to Python rather than a framework's routing.
   counted (bench/large_bodies.py).
 """
 
+from pyapp.plain_lifespan import serve_lifespan
+
 HELLO_BODY = b"Hello, world!"
 TEXT_HEADERS = [
     (b"content-type", b"text/plain; charset=utf-8"),
@@ -22,26 +24,16 @@ STREAM_HEADERS = [
 ]
 
 
-async def _lifespan(receive, send):
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
 async def hello(scope, receive, send):
     if scope["type"] == "lifespan":
-        return await _lifespan(receive, send)
+        return await serve_lifespan(receive, send)
     await send({"type": "http.response.start", "status": 200, "headers": TEXT_HEADERS})
     await send({"type": "http.response.body", "body": HELLO_BODY})
 
 
 async def echo(scope, receive, send):
     if scope["type"] == "lifespan":
-        return await _lifespan(receive, send)
+        return await serve_lifespan(receive, send)
     parts = []
     more_body = True
     while more_body:
@@ -66,7 +58,7 @@ async def echo(scope, receive, send):
 
 async def stream(scope, receive, send):
     if scope["type"] == "lifespan":
-        return await _lifespan(receive, send)
+        return await serve_lifespan(receive, send)
     await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
     for _ in range(CHUNKS):
         await send({"type": "http.response.body", "body": CHUNK, "more_body": True})
@@ -89,7 +81,7 @@ def _size(scope) -> int:
 async def large_download(scope, receive, send):
     """GET ?size=N: N bytes (rounded down to whole 64 KiB chunks) streamed with more_body."""
     if scope["type"] == "lifespan":
-        return await _lifespan(receive, send)
+        return await serve_lifespan(receive, send)
     chunks = _size(scope) // len(LARGE_CHUNK)
     headers = [
         (b"content-type", b"application/octet-stream"),
@@ -104,7 +96,7 @@ async def large_download(scope, receive, send):
 async def large_upload(scope, receive, send):
     """POST: reads the whole body as it streams in, keeping none of it; answers its length."""
     if scope["type"] == "lifespan":
-        return await _lifespan(receive, send)
+        return await serve_lifespan(receive, send)
     received = 0
     more_body = True
     while more_body:

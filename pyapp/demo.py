@@ -10,6 +10,8 @@
 import json
 import platform
 
+from pyapp.plain_lifespan import serve_lifespan
+
 PAGE = b"""<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><title>rust-asgi-server</title></head>
@@ -23,16 +25,6 @@ PAGE = b"""<!doctype html>
 </body>
 </html>
 """
-
-
-async def _lifespan(receive, send):
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def _send(send, status, body, content_type):
@@ -62,7 +54,7 @@ async def _read_body(receive):
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        return await _lifespan(receive, send)
+        return await serve_lifespan(receive, send)
     if scope["type"] != "http":
         return None
     path, method = scope["path"], scope["method"]

@@ -14,20 +14,12 @@ the server called and how.
 import json
 import types
 
-
-async def _lifespan(receive, send):
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+from pyapp.plain_lifespan import serve_lifespan
 
 
 async def _answer(scope, receive, send, shape, **extra):
     if scope["type"] == "lifespan":
-        return await _lifespan(receive, send)
+        return await serve_lifespan(receive, send)
     if scope["type"] != "http":
         return None
     body = json.dumps({"interface": shape, "path": scope["path"], **extra}).encode()

@@ -17,6 +17,8 @@ import json
 import time
 from urllib.parse import parse_qs
 
+from pyapp.plain_lifespan import serve_lifespan
+
 SEEN: list[str] = []
 
 
@@ -26,13 +28,7 @@ def blocking_call(seconds: float) -> None:
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return await serve_lifespan(receive, send)
     if scope["type"] == "websocket":
         if scope["path"] != "/tls":
             return await echo(receive, send)
