@@ -15,7 +15,7 @@ use metrics::SharedString;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use super::{DURATION, IN_FLIGHT, PythonRoute, REQUEST_BYTES, REQUESTS, RESPONSE_BYTES};
+use super::{Counted, DURATION, PythonRoute, REQUEST_BYTES, REQUESTS, RESPONSE_BYTES};
 
 /// A Tower layer that records [`crate::metrics`]' request series.
 ///
@@ -69,7 +69,7 @@ where
             .extensions()
             .get::<MatchedPath>()
             .map(|path| SharedString::from(Arc::<str>::from(path.as_str())));
-        ::metrics::gauge!(IN_FLIGHT).increment(1.0);
+        let in_flight = Counted::in_flight();
         let request = request.map(|body| CountedBody::new(body, Ending::Request));
         ResponseFuture {
             inner: self.inner.call(request),
@@ -77,6 +77,7 @@ where
                 started,
                 method,
                 route,
+                in_flight,
             }),
         }
     }
@@ -88,6 +89,8 @@ struct Exchange {
     method: SharedString,
     /// The Axum route template, when a Rust route matched.
     route: Option<SharedString>,
+    /// Until the response body ends, or the future is dropped (the client left first).
+    in_flight: Counted,
 }
 
 pin_project! {
@@ -109,26 +112,21 @@ where
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
         let exchange = this.exchange.take().expect("polled after completion");
-        Poll::Ready(match result {
-            Ok(response) => {
-                let (backend, route) = match response.extensions().get::<PythonRoute>() {
-                    Some(PythonRoute(route)) => ("python", route.clone().map(SharedString::from)),
-                    None => ("rust", exchange.route),
-                };
-                let ending = Ending::Response {
-                    started: exchange.started,
-                    method: exchange.method,
-                    route: route.unwrap_or(SharedString::const_str("unmatched")),
-                    backend,
-                    status: status_class(response.status()),
-                };
-                Ok(response.map(|body| CountedBody::new(body, ending)))
-            }
-            Err(err) => {
-                ::metrics::gauge!(IN_FLIGHT).decrement(1.0);
-                Err(err)
-            }
-        })
+        Poll::Ready(result.map(|response| {
+            let (backend, route) = match response.extensions().get::<PythonRoute>() {
+                Some(PythonRoute(route)) => ("python", route.clone().map(SharedString::from)),
+                None => ("rust", exchange.route),
+            };
+            let ending = Ending::Response {
+                started: exchange.started,
+                method: exchange.method,
+                route: route.unwrap_or(SharedString::const_str("unmatched")),
+                backend,
+                status: status_class(response.status()),
+                _in_flight: exchange.in_flight,
+            };
+            response.map(|body| CountedBody::new(body, ending))
+        }))
     }
 }
 
@@ -142,6 +140,7 @@ enum Ending {
         route: SharedString,
         backend: &'static str,
         status: &'static str,
+        _in_flight: Counted,
     },
 }
 
@@ -165,6 +164,7 @@ pin_project! {
                     route,
                     backend,
                     status,
+                    ..
                 } => {
                     let backend = *backend;
                     ::metrics::counter!(RESPONSE_BYTES, "backend" => backend).increment(*this.bytes);
@@ -183,7 +183,6 @@ pin_project! {
                         "status" => *status,
                     )
                     .increment(1);
-                    ::metrics::gauge!(IN_FLIGHT).decrement(1.0);
                 }
             }
         }

@@ -179,18 +179,27 @@ fn describe() {
     ::metrics::counter!(LOOP_BLOCKED).absolute(0);
 }
 
-/// One open websocket in `websocket_connections`, for as long as it lives.
-pub(crate) struct OpenWebsocket(());
+/// One item counted in a gauge (an open websocket, a request in flight) for as long as it
+/// lives: dropped however its owner ends, the count cannot leak.
+pub(crate) struct Counted(&'static str);
 
-impl OpenWebsocket {
-    pub(crate) fn count() -> Self {
-        ::metrics::gauge!(WEBSOCKETS).increment(1.0);
-        OpenWebsocket(())
+impl Counted {
+    pub(crate) fn websocket() -> Self {
+        Counted::new(WEBSOCKETS)
+    }
+
+    fn in_flight() -> Self {
+        Counted::new(IN_FLIGHT)
+    }
+
+    fn new(gauge: &'static str) -> Self {
+        ::metrics::gauge!(gauge).increment(1.0);
+        Counted(gauge)
     }
 }
 
-impl Drop for OpenWebsocket {
+impl Drop for Counted {
     fn drop(&mut self) {
-        ::metrics::gauge!(WEBSOCKETS).decrement(1.0);
+        ::metrics::gauge!(self.0).decrement(1.0);
     }
 }

@@ -90,6 +90,17 @@ def test_the_loop_signals_and_websockets_are_measured(server_factory):
     assert value(scrape(metrics_port), "asgi_loop_busy_ratio") < 0.5
 
 
+def test_a_request_the_client_gave_up_on_leaves_in_flight(server_factory):
+    metrics_port = free_port()
+    server = server_factory("pyapp.operations:app", "--metrics-bind", f"127.0.0.1:{metrics_port}")
+    with pytest.raises(httpx.TimeoutException):
+        httpx.get(server.url + "/sleep?seconds=1", timeout=0.3)
+    deadline = time.monotonic() + 5
+    while value(scrape(metrics_port), "http_requests_in_flight") != 0:
+        assert time.monotonic() < deadline, "a request the client left is still in flight"
+        time.sleep(0.05)
+
+
 def test_rust_and_python_routes_of_a_migration_router_are_told_apart():
     metrics_port = free_port()
     server = start_example("metrics", "--metrics-bind", f"127.0.0.1:{metrics_port}")

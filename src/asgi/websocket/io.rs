@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::event::{ABNORMAL_CLOSURE, Event, close_frame};
-use crate::metrics::OpenWebsocket;
+use crate::metrics::Counted;
 use crate::shutdown::Shutdown;
 
 /// Messages from the app that may wait for the socket before `send` parks.
@@ -112,7 +112,7 @@ async fn run_connection(
         Ok(upgraded) => upgraded,
         Err(_) => return session.ended(ABNORMAL_CLOSURE, String::new()).await,
     };
-    let _open = OpenWebsocket::count();
+    let _open = Counted::websocket();
     let socket =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     let (mut sink, mut stream) = socket.split();
