@@ -139,9 +139,14 @@ impl Load {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let elapsed = now.saturating_duration_since(last.at);
         if elapsed >= SAMPLE {
-            let loop_cpu = (self.loop_cpu)();
-            let machine = (self.machine)();
-            // An unreadable clock does not stop comparisons.
+            // A lifted limit's clock is not read (the machine's is a file read); an
+            // unreadable clock does not stop comparisons.
+            let loop_cpu = (self.limits.max_loop_busy < 1.0)
+                .then(|| (self.loop_cpu)())
+                .flatten();
+            let machine = (self.limits.min_machine_idle > 0.0)
+                .then(|| (self.machine)())
+                .flatten();
             let loop_busy = match (loop_cpu, last.loop_cpu) {
                 (Some(now), Some(before)) => {
                     now.saturating_sub(before).as_secs_f64() / elapsed.as_secs_f64()
