@@ -32,7 +32,7 @@ _OPTIONS = frozenset(
     limit_concurrency limit_request_body limit_max_requests limit_max_requests_jitter
     server_header date_header headers env_file http ssl_certfile ssl_keyfile
     ssl_keyfile_password ssl_ca_certs ssl_cert_reqs reload reload_dirs reload_includes
-    reload_excludes health_path loop_block_warn metrics_bind access_log_format
+    reload_excludes health_path loop_block_warn metrics_bind otel_endpoint access_log_format
     static_path_route static_path_mount
     """.split()
 )

@@ -53,6 +53,7 @@ class _Options(TypedDict, total=False):
     health_path: str | None
     loop_block_warn: float | None
     metrics_bind: str | None
+    otel_endpoint: str | None
     static_path_route: Iterable[str] | None
     static_path_mount: Iterable[_Path] | None
     server_header: bool | None

@@ -257,6 +257,14 @@ pub(super) struct Cli {
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_bind: Option<std::net::SocketAddr>,
 
+    /// Export OpenTelemetry traces over OTLP/HTTP to this receiver's base URL (traces go to
+    /// URL/v1/traces): a server span per request, in the trace of the client's traceparent,
+    /// which the app receives rewritten to name that span; access-log lines carry the trace
+    /// id. The standard OTEL_* variables apply (OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_HEADERS,
+    /// ...) (default: off).
+    #[arg(long, value_name = "URL")]
+    pub otel_endpoint: Option<String>,
+
     /// Warn, with the Python stack of the blocking call, when the event loop has not run for
     /// this many seconds; 0 turns the watchdog off.
     #[arg(long, value_name = "SECONDS", default_value_t = defaults::LOOP_BLOCK_WARN.as_secs_f64())]
@@ -461,6 +469,7 @@ impl Cli {
                 .flatten(),
             date_header: !self.no_date_header,
             proxy_headers: (!self.no_proxy_headers).then(|| self.forwarded_allow_ips.clone()),
+            request_spans: self.otel_endpoint.is_some(),
             ..ServerOptions::default()
         }
     }

@@ -23,6 +23,8 @@ use axum::Router;
 use clap::{CommandFactory, Parser};
 use pyo3::prelude::*;
 use tower::ServiceBuilder;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::prelude::*;
 
 use self::args::{Cli, LogFormat, ProcessRole};
 use self::static_files::StaticDir;
@@ -30,6 +32,7 @@ use self::supervisor::{Lifeline, Supervisor};
 use crate::error::{Error, ErrorKind};
 use crate::layers::{BodySizeLimitLayer, DefaultHeadersLayer, InFlightLimitLayer};
 use crate::metrics::{Metrics, MetricsLayer};
+use crate::telemetry::Telemetry;
 use crate::{PythonApp, PythonAppBuilder, Server, ServerHandle};
 
 /// Runs the command line of this process's arguments, as the `rust-asgi-server` binary
@@ -95,7 +98,14 @@ pub fn run(
     };
     // Before any thread exists, and before the interpreter copies the environment.
     let env_loaded = cli.load_env_file();
-    init_logging(&cli);
+    // Held until this returns: dropping it exports the spans not sent yet.
+    let _telemetry = match init_logging(&cli) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return 2;
+        }
+    };
     match env_loaded {
         Ok(()) => {
             if let Some(path) = &cli.env_file {
@@ -182,7 +192,7 @@ pub fn embed(
     let cli = Cli::try_parse_from(args).map_err(|err| EmbedError::Usage(err.to_string()))?;
     let static_dirs =
         checked_static_dirs(&cli).map_err(|err| EmbedError::Usage(err.to_string()))?;
-    init_logging(&cli);
+    let telemetry = init_logging(&cli).map_err(EmbedError::Serve)?;
     if cli.env_file.is_some() {
         cli.load_env_file().map_err(EmbedError::Serve)?;
         sync_python_environ();
@@ -215,7 +225,14 @@ pub fn embed(
     let (handle, serving) = build_server(&cli, &static_dirs, binds, python, false);
     Ok(Embedded {
         handle,
-        serving: Box::pin(serving),
+        serving: Box::pin(async move {
+            let served = serving.await;
+            // Exporting the last spans blocks on the exporter's thread.
+            if let Some(telemetry) = telemetry {
+                drop(tokio::task::spawn_blocking(move || telemetry.shutdown()).await);
+            }
+            served
+        }),
     })
 }
 
@@ -382,16 +399,32 @@ fn sync_python_environ() {
     }
 }
 
-/// Logs go to stderr, filtered by --log-level (or RUST_LOG), as text or one JSON object a line.
-fn init_logging(cli: &Cli) {
+/// Logs go to stderr, filtered by --log-level (or RUST_LOG), as text or one JSON object a
+/// line. With --otel-endpoint, a process that serves also exports its spans at `INFO` and
+/// above, whatever the log level: the exporter is returned, to be dropped last.
+fn init_logging(cli: &Cli) -> Result<Option<Telemetry>, Error> {
+    let telemetry = match (&cli.otel_endpoint, cli.process_role()) {
+        (Some(endpoint), ProcessRole::Single | ProcessRole::Worker { .. }) => {
+            Some(Telemetry::otlp(endpoint)?)
+        }
+        _ => None,
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_filter()));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        // try_init: from Python, a second run() in one process keeps the first set-up.
-        LogFormat::Text => drop(logs.with_ansi(std::io::stderr().is_terminal()).try_init()),
-        LogFormat::Json => drop(logs.json().flatten_event(true).try_init()),
-    }
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => logs.json().flatten_event(true).boxed(),
+    };
+    let spans = telemetry
+        .as_ref()
+        .map(|telemetry| telemetry.layer().with_filter(LevelFilter::INFO));
+    // try_init: from Python, a second run() in one process keeps the first set-up.
+    drop(
+        tracing_subscriber::registry()
+            .with(logs.with_filter(filter))
+            .with(spans)
+            .try_init(),
+    );
+    Ok(telemetry)
 }

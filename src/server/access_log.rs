@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime};
 
 use http::{HeaderValue, Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
+use opentelemetry::trace::TraceId;
 
 use super::access_log_format::{AccessLogFormat, Exchange};
 
@@ -19,6 +20,8 @@ pub(super) struct RequestLine {
     version: Version,
     client: Option<std::net::SocketAddr>,
     started: Instant,
+    /// With request spans exported: the request's trace.
+    trace_id: Option<TraceId>,
     /// Only with `--access-log-format`, so the default line costs nothing more.
     formatted: Option<Box<FormattedLine>>,
 }
@@ -54,7 +57,15 @@ impl RequestLine {
             version: request.version(),
             client,
             started: Instant::now(),
+            trace_id: None,
         }
+    }
+
+    /// The line names the request's trace, as a `trace_id` field of the event (a JSON key
+    /// with `--log-format json`).
+    pub(super) fn traced(mut self, trace_id: Option<TraceId>) -> Self {
+        self.trace_id = trace_id;
+        self
     }
 }
 
@@ -101,6 +112,7 @@ impl<B: Body> LoggedBody<B> {
             // would not expect.
             tracing::info!(
                 target: "rust_asgi_server::access",
+                trace_id = line.trace_id.map(tracing::field::display),
                 "{}",
                 formatted.format.line(&exchange)
             );
@@ -111,6 +123,7 @@ impl<B: Body> LoggedBody<B> {
             .map_or_else(|| "-".to_string(), |client| client.to_string());
         tracing::info!(
             target: "rust_asgi_server::access",
+            trace_id = line.trace_id.map(tracing::field::display),
             "{client} \"{} {} {:?}\" {} {}B {:.2}ms{}",
             line.method,
             line.path_and_query,

@@ -19,6 +19,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 use tower::ServiceExt;
+use tracing::{Instrument, Span};
 
 use super::access_log::{LoggedBody, RequestLine};
 use super::access_log_format::AccessLogFormat;
@@ -36,6 +37,7 @@ use crate::connection_info::{ConnectionInfo, TlsInfo};
 use crate::layers::TrustedProxies;
 use crate::layers::guarded_body::GuardedBody;
 use crate::shutdown::Shutdown;
+use crate::telemetry::RequestSpan;
 
 /// How long a closing connection may still write: the 500s of the requests shutdown cut off
 /// unanswered go out in one write each; a response still streaming is cut off after it.
@@ -138,6 +140,8 @@ pub(crate) struct ConnectionSetup<S> {
     pub access_log: bool,
     /// `--access-log-format`; `None` writes the default line.
     pub access_log_format: Option<Arc<AccessLogFormat>>,
+    /// A server span per request (`telemetry`).
+    pub request_spans: bool,
     pub proxy_headers: Option<Arc<TrustedProxies>>,
     pub budget: Option<Arc<RequestBudget>>,
     /// `--health-path`, answered here.
@@ -156,6 +160,7 @@ impl<S: Clone> Clone for ConnectionSetup<S> {
             keep_alive_timeout: self.keep_alive_timeout,
             access_log: self.access_log,
             access_log_format: self.access_log_format.clone(),
+            request_spans: self.request_spans,
             proxy_headers: self.proxy_headers.clone(),
             budget: self.budget.clone(),
             health: self.health.clone(),
@@ -212,6 +217,7 @@ where
         let service = self.service.clone();
         let access_log = self.access_log;
         let access_log_format = self.access_log_format.clone();
+        let request_spans = self.request_spans;
         let proxy_headers = self.proxy_headers.clone();
         let budget = self.budget.clone();
         let body_timeout = self.request_body_timeout;
@@ -224,12 +230,16 @@ where
                 Some(trusted) => trusted.apply(connection, request.headers()),
                 None => connection,
             };
+            // Before the access log copies headers: `%({traceparent}i)s` shows the server span.
+            let trace = request_spans.then(|| RequestSpan::start(&mut request, &connection));
             request.extensions_mut().insert(connection);
             if let Some(tls) = &tls {
                 request.extensions_mut().insert(tls.clone());
             }
-            let line = access_log
-                .then(|| RequestLine::new(&request, connection.client, access_log_format.as_ref()));
+            let line = access_log.then(|| {
+                RequestLine::new(&request, connection.client, access_log_format.as_ref())
+                    .traced(trace.as_ref().and_then(RequestSpan::trace_id))
+            });
             let health = health.as_ref().and_then(|health| health.answer(&request));
             if let (None, Some(budget)) = (&health, &budget) {
                 budget.count();
@@ -240,7 +250,10 @@ where
                 (None, None) => {
                     let request = request
                         .map(|body| axum::body::Body::new(TimedBody::new(body, body_timeout)));
-                    Ok(service.clone().oneshot(request))
+                    let span = trace
+                        .as_ref()
+                        .map_or_else(Span::none, |trace| trace.span().clone());
+                    Ok(service.clone().oneshot(request).instrument(span))
                 }
             };
             let closing = closing.clone();
@@ -257,6 +270,9 @@ where
                     },
                     Err(answered) => answered.map(Either::Right),
                 };
+                if let Some(trace) = &trace {
+                    trace.responded(response.status());
+                }
                 let response = match line {
                     Some(line) => {
                         let (parts, body) = response.into_parts();
@@ -265,7 +281,8 @@ where
                     }
                     None => response.map(MaybeLogged::Plain),
                 };
-                Ok::<_, Infallible>(response.map(|body| GuardedBody::new(body, in_flight)))
+                // The server span ends with the response body, as the request does.
+                Ok::<_, Infallible>(response.map(|body| GuardedBody::new(body, (in_flight, trace))))
             }
         });
         let shutdown = &self.shutdown;

@@ -16,6 +16,7 @@ use crate::layers::TrustedProxies;
 pub struct ServerOptions {
     pub(crate) access_log: bool,
     pub(crate) access_log_format: Option<Arc<AccessLogFormat>>,
+    pub(crate) request_spans: bool,
     pub(crate) timeout_keep_alive: Duration,
     pub(crate) timeout_graceful_shutdown: Option<Duration>,
     pub(crate) header_read_timeout: Duration,
@@ -38,6 +39,7 @@ impl Default for ServerOptions {
         ServerOptions {
             access_log: true,
             access_log_format: None,
+            request_spans: false,
             timeout_keep_alive: defaults::TIMEOUT_KEEP_ALIVE,
             timeout_graceful_shutdown: None,
             header_read_timeout: defaults::HEADER_READ_TIMEOUT,
@@ -83,6 +85,15 @@ impl ServerOptions {
     /// program that owns its signals (the wheel's awaitable `Server`).
     pub fn signals(mut self, enabled: bool) -> Self {
         self.signals = enabled;
+        self
+    }
+
+    /// A `tracing` span of kind `server` for every request, in the trace of the client's
+    /// `traceparent`, with the request's `traceparent` rewritten to name it for the app
+    /// (default: off). Export the spans with an OpenTelemetry layer in your subscriber:
+    /// see [`telemetry`](crate::telemetry).
+    pub fn request_spans(mut self, enabled: bool) -> Self {
+        self.request_spans = enabled;
         self
     }
 

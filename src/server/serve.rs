@@ -136,6 +136,7 @@ where
             keep_alive_timeout: options.timeout_keep_alive,
             access_log: options.access_log,
             access_log_format: options.access_log_format.clone(),
+            request_spans: options.request_spans,
             proxy_headers: options.proxy_headers.clone().map(Arc::new),
             budget: options
                 .limit_max_requests

@@ -58,8 +58,9 @@ SEED = [
 # ---------------------------------------------------------------------------------------
 
 
-def start_example(name: str, *args: str, app: str = SERVICE) -> ServerProcess:
-    """``target/PROFILE/examples/NAME --bind 127.0.0.1:0 --app APP ARGS…``, once it listens."""
+def start_example(name: str, *args: str, app: str = SERVICE, env: dict | None = None) -> ServerProcess:
+    """``target/PROFILE/examples/NAME --bind 127.0.0.1:0 --app APP ARGS…``, once it listens;
+    ``env`` is added to its environment."""
     binary = EXAMPLES_DIR / name
     if not binary.exists():
         raise ServerStartError(
@@ -67,7 +68,7 @@ def start_example(name: str, *args: str, app: str = SERVICE) -> ServerProcess:
         )
     command = [str(binary), "--bind", "127.0.0.1:0", "--app", app, *args]
     proc = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=server_env(), stdin=subprocess.DEVNULL,
+        command, cwd=REPO_ROOT, env=server_env(env), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     server = ServerProcess(proc, command, _StreamDrain(proc.stderr), _StreamDrain(proc.stdout))
