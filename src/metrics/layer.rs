@@ -11,11 +11,11 @@ use axum::extract::MatchedPath;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use metrics::SharedString;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use super::{Counted, DURATION, PythonRoute, REQUEST_BYTES, REQUESTS, RESPONSE_BYTES};
+use super::handles::{ExchangeLabels, handles};
+use super::{Counted, PythonRoute};
 
 /// A Tower layer that records [`crate::metrics`]' request series.
 ///
@@ -65,10 +65,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
         let method = method_label(request.method());
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(|path| SharedString::from(Arc::<str>::from(path.as_str())));
+        let route = request.extensions().get::<MatchedPath>().cloned();
         let in_flight = Counted::in_flight();
         let request = request.map(|body| CountedBody::new(body, Ending::Request));
         ResponseFuture {
@@ -86,9 +83,9 @@ where
 /// What is known of a request before its response.
 struct Exchange {
     started: Instant,
-    method: SharedString,
+    method: &'static str,
     /// The Axum route template, when a Rust route matched.
-    route: Option<SharedString>,
+    route: Option<MatchedPath>,
     /// Until the response body ends, or the future is dropped (the client left first).
     in_flight: Counted,
 }
@@ -114,15 +111,18 @@ where
         let exchange = this.exchange.take().expect("polled after completion");
         Poll::Ready(result.map(|response| {
             let (backend, route) = match response.extensions().get::<PythonRoute>() {
-                Some(PythonRoute(route)) => ("python", route.clone().map(SharedString::from)),
-                None => ("rust", exchange.route),
+                Some(PythonRoute(Some(route))) => ("python", Route::Python(route.clone())),
+                Some(PythonRoute(None)) => ("python", Route::Unmatched),
+                None => ("rust", exchange.route.map_or(Route::Unmatched, Route::Rust)),
             };
             let ending = Ending::Response {
                 started: exchange.started,
-                method: exchange.method,
-                route: route.unwrap_or(SharedString::const_str("unmatched")),
-                backend,
-                status: status_class(response.status()),
+                route,
+                labels: ExchangeLabels {
+                    method: exchange.method,
+                    backend,
+                    status: status_class(response.status()),
+                },
                 _in_flight: exchange.in_flight,
             };
             response.map(|body| CountedBody::new(body, ending))
@@ -136,12 +136,27 @@ enum Ending {
     Request,
     Response {
         started: Instant,
-        method: SharedString,
-        route: SharedString,
-        backend: &'static str,
-        status: &'static str,
+        route: Route,
+        labels: ExchangeLabels,
         _in_flight: Counted,
     },
+}
+
+/// The `route` label, kept as the request had it: no string is copied per request.
+enum Route {
+    Rust(MatchedPath),
+    Python(Arc<str>),
+    Unmatched,
+}
+
+impl Route {
+    fn as_str(&self) -> &str {
+        match self {
+            Route::Rust(path) => path.as_str(),
+            Route::Python(path) => path,
+            Route::Unmatched => "unmatched",
+        }
+    }
 }
 
 pin_project! {
@@ -156,34 +171,17 @@ pin_project! {
     impl<B> PinnedDrop for CountedBody<B> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
+            let Some(handles) = handles() else {
+                return;
+            };
             match this.ending {
-                Ending::Request => ::metrics::counter!(REQUEST_BYTES).increment(*this.bytes),
+                Ending::Request => handles.request_bytes.increment(*this.bytes),
                 Ending::Response {
                     started,
-                    method,
                     route,
-                    backend,
-                    status,
+                    labels,
                     ..
-                } => {
-                    let backend = *backend;
-                    ::metrics::counter!(RESPONSE_BYTES, "backend" => backend).increment(*this.bytes);
-                    ::metrics::histogram!(
-                        DURATION,
-                        "method" => method.clone(),
-                        "route" => route.clone(),
-                        "backend" => backend,
-                    )
-                    .record(started.elapsed());
-                    ::metrics::counter!(
-                        REQUESTS,
-                        "method" => method.clone(),
-                        "route" => route.clone(),
-                        "backend" => backend,
-                        "status" => *status,
-                    )
-                    .increment(1);
-                }
+                } => handles.record_response(route.as_str(), *labels, started.elapsed(), *this.bytes),
             }
         }
     }
@@ -227,17 +225,17 @@ impl<B: Body<Data = Bytes>> Body for CountedBody<B> {
     }
 }
 
-fn method_label(method: &Method) -> SharedString {
+fn method_label(method: &Method) -> &'static str {
     match *method {
-        Method::GET => SharedString::const_str("GET"),
-        Method::POST => SharedString::const_str("POST"),
-        Method::PUT => SharedString::const_str("PUT"),
-        Method::DELETE => SharedString::const_str("DELETE"),
-        Method::HEAD => SharedString::const_str("HEAD"),
-        Method::PATCH => SharedString::const_str("PATCH"),
-        Method::OPTIONS => SharedString::const_str("OPTIONS"),
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
         // Any other method is one label value more per client that sends it: one bucket.
-        _ => SharedString::const_str("other"),
+        _ => "other",
     }
 }
 
@@ -260,8 +258,8 @@ mod tests {
         assert_eq!(status_class(StatusCode::OK), "2xx");
         assert_eq!(status_class(StatusCode::NOT_FOUND), "4xx");
         assert_eq!(status_class(StatusCode::SWITCHING_PROTOCOLS), "1xx");
-        assert_eq!(&*method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::GET), "GET");
         let odd = Method::from_bytes(b"PURGE").expect("a token");
-        assert_eq!(&*method_label(&odd), "other");
+        assert_eq!(method_label(&odd), "other");
     }
 }

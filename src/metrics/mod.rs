@@ -21,13 +21,16 @@
 //! FastAPI route's path for the Python app when it exposes one (`scope["route"]`), else
 //! `unmatched`; `backend` is `rust` or `python`; `status` is the class (`2xx`).
 
+mod handles;
 mod layer;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use metrics::Gauge;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+pub(crate) use self::handles::handles;
 pub use self::layer::{MetricsLayer, MetricsService};
 use crate::error::{Error, ErrorKind};
 
@@ -49,12 +52,10 @@ const BUCKETS: &[f64] = &[
 /// How often histogram samples are folded into their buckets between scrapes.
 const UPKEEP: Duration = Duration::from_secs(5);
 
-static ENABLED: AtomicBool = AtomicBool::new(false);
-
 /// Whether a recorder is installed: the parts that would take a timestamp or read Python
 /// for a label only to have it thrown away check this first.
 pub(crate) fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
+    handles().is_some()
 }
 
 /// The process's Prometheus recorder; [`Metrics::render`] gives the text exposition.
@@ -105,7 +106,7 @@ impl Metrics {
                 Error::with_source(ErrorKind::System, "cannot start the metrics thread", err)
             })?;
         describe();
-        ENABLED.store(true, Ordering::Relaxed);
+        handles::register();
         Ok(Metrics { handle })
     }
 
@@ -181,25 +182,29 @@ fn describe() {
 
 /// One item counted in a gauge (an open websocket, a request in flight) for as long as it
 /// lives: dropped however its owner ends, the count cannot leak.
-pub(crate) struct Counted(&'static str);
+pub(crate) struct Counted(Option<&'static Gauge>);
 
 impl Counted {
     pub(crate) fn websocket() -> Self {
-        Counted::new(WEBSOCKETS)
+        Counted::new(handles().map(|handles| &handles.websockets))
     }
 
     fn in_flight() -> Self {
-        Counted::new(IN_FLIGHT)
+        Counted::new(handles().map(|handles| &handles.in_flight))
     }
 
-    fn new(gauge: &'static str) -> Self {
-        ::metrics::gauge!(gauge).increment(1.0);
+    fn new(gauge: Option<&'static Gauge>) -> Self {
+        if let Some(gauge) = gauge {
+            gauge.increment(1.0);
+        }
         Counted(gauge)
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        ::metrics::gauge!(self.0).decrement(1.0);
+        if let Some(gauge) = self.0 {
+            gauge.decrement(1.0);
+        }
     }
 }

@@ -50,10 +50,10 @@ where
     let root_path = root_path.clone();
     let failure = body_failure.clone();
     let response_state = response_state.clone();
-    let queued = metrics::enabled().then(Instant::now);
+    let queued = metrics::handles().map(|handles| (&handles.queue_wait, Instant::now()));
     let answer = submit_and_await(event_loop, move |py, asked| {
-        if let Some(queued) = queued {
-            ::metrics::histogram!(metrics::QUEUE_WAIT).record(queued.elapsed());
+        if let Some((queue_wait, queued)) = queued {
+            queue_wait.record(queued.elapsed());
         }
         cycle::start(py, head, body, failure, &root_path, response_state, asked);
     });
