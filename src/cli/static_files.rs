@@ -5,13 +5,18 @@
 //! it opens go through [`Confined`], which refuses any whose real path is outside the
 //! directory.
 
+use std::fs::Metadata;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::Router;
+use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tower_http::services::ServeDir;
-use tower_http::services::fs::{Backend, TokioBackend};
+use tower_http::services::fs::{Backend, File};
 
 /// One `--static-path-route` and the `--static-path-mount` given in the same position.
 #[derive(Debug)]
@@ -95,8 +100,10 @@ struct Confined {
 }
 
 impl Confined {
-    async fn inside(&self, path: PathBuf) -> io::Result<PathBuf> {
-        let real = tokio::fs::canonicalize(path).await?;
+    /// The real path of `path`, if it lies under the root. Blocking: call it on the
+    /// blocking pool, with the file system call that follows in the same trip.
+    fn inside(&self, path: &Path) -> io::Result<PathBuf> {
+        let real = std::fs::canonicalize(path)?;
         if real.starts_with(&self.root) {
             Ok(real)
         } else {
@@ -106,22 +113,78 @@ impl Confined {
             ))
         }
     }
+
+    /// Runs `then` on the real path of `path` in one trip to the blocking pool: a static
+    /// file costs two trips before its first read (its metadata, then open), not five.
+    fn blocking<T: Send + 'static>(
+        &self,
+        path: PathBuf,
+        then: impl FnOnce(PathBuf) -> io::Result<T> + Send + 'static,
+    ) -> Pin<Box<dyn Future<Output = io::Result<T>> + Send>> {
+        let confined = self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || then(confined.inside(&path)?))
+                .await
+                .map_err(io::Error::other)?
+        })
+    }
 }
 
 impl Backend for Confined {
-    type File = <TokioBackend as Backend>::File;
-    type Metadata = <TokioBackend as Backend>::Metadata;
-    type OpenFuture = <TokioBackend as Backend>::OpenFuture;
-    type MetadataFuture = <TokioBackend as Backend>::MetadataFuture;
+    type File = ConfinedFile;
+    type Metadata = Metadata;
+    type OpenFuture = Pin<Box<dyn Future<Output = io::Result<ConfinedFile>> + Send>>;
+    type MetadataFuture = Pin<Box<dyn Future<Output = io::Result<Metadata>> + Send>>;
 
     fn open(&self, path: PathBuf) -> Self::OpenFuture {
-        let confined = self.clone();
-        Box::pin(async move { TokioBackend.open(confined.inside(path).await?).await })
+        self.blocking(path, |real| {
+            let file = std::fs::File::open(real)?;
+            let metadata = file.metadata()?;
+            Ok(ConfinedFile {
+                file: tokio::fs::File::from_std(file),
+                metadata,
+            })
+        })
     }
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
-        let confined = self.clone();
-        Box::pin(async move { TokioBackend.metadata(confined.inside(path).await?).await })
+        self.blocking(path, std::fs::metadata)
+    }
+}
+
+/// A file opened by [`Confined`], with the metadata read when it was opened.
+#[derive(Debug)]
+struct ConfinedFile {
+    file: tokio::fs::File,
+    metadata: Metadata,
+}
+
+impl AsyncRead for ConfinedFile {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.file).poll_read(cx, buf)
+    }
+}
+
+impl AsyncSeek for ConfinedFile {
+    fn start_seek(mut self: Pin<&mut Self>, position: io::SeekFrom) -> io::Result<()> {
+        Pin::new(&mut self.file).start_seek(position)
+    }
+
+    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        Pin::new(&mut self.file).poll_complete(cx)
+    }
+}
+
+impl File for ConfinedFile {
+    type Metadata = Metadata;
+    type MetadataFuture<'a> = std::future::Ready<io::Result<Metadata>>;
+
+    fn metadata(&self) -> Self::MetadataFuture<'_> {
+        std::future::ready(Ok(self.metadata.clone()))
     }
 }
 
