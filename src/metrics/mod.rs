@@ -82,6 +82,15 @@ impl Metrics {
     /// and starts a thread that folds histogram samples every few seconds, so memory stays
     /// flat when nobody scrapes.
     pub fn install() -> Result<Metrics, Error> {
+        let metrics = Metrics::install_empty()?;
+        describe();
+        ENABLED.store(true, Ordering::Relaxed);
+        Ok(metrics)
+    }
+
+    /// The recorder alone, for a process that records series of its own rather than the
+    /// request series (the `--workers` supervisor): none of those appear in its exposition.
+    pub(crate) fn install_empty() -> Result<Metrics, Error> {
         let handle = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
             .and_then(|builder| builder.install_recorder())
@@ -104,8 +113,6 @@ impl Metrics {
             .map_err(|err| {
                 Error::with_source(ErrorKind::System, "cannot start the metrics thread", err)
             })?;
-        describe();
-        ENABLED.store(true, Ordering::Relaxed);
         Ok(Metrics { handle })
     }
 

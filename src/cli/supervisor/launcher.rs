@@ -1,0 +1,102 @@
+//! Starting worker processes, and reporting what becomes of them as [`Event`]s.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+use super::{LIFELINE_FD_FLAG, LISTEN_FDS_FLAG, METRICS_FD_FLAG};
+
+/// What happened to a worker process (or to a slot's back-off).
+pub(super) enum Event {
+    /// The worker finished lifespan startup and serves.
+    Ready { slot: usize, pid: u32 },
+    Exited {
+        slot: usize,
+        pid: u32,
+        status: io::Result<ExitStatus>,
+        uptime: Duration,
+    },
+    /// A back-off has passed: start a worker in this slot again.
+    Due { slot: usize },
+}
+
+/// Starts worker processes and reports what happens to them as [`Event`]s.
+pub(super) struct Launcher {
+    pub(super) program: PathBuf,
+    pub(super) args: Vec<OsString>,
+    /// The inherited listening sockets, as the worker flag takes them: `3,4`.
+    pub(super) listen_fds: String,
+    /// With `--metrics-bind`, each slot's metrics listener, handed to every worker of
+    /// that slot in turn.
+    pub(super) metrics: Vec<socket2::Socket>,
+    pub(super) events: mpsc::UnboundedSender<Event>,
+}
+
+impl Launcher {
+    /// Starts a worker in `slot`; its pid.
+    pub(super) fn spawn(&self, slot: usize) -> io::Result<u32> {
+        let (supervisor_end, worker_end) = std::os::unix::net::UnixStream::pair()?;
+        // Only the worker's own descriptors cross `exec` (the listening sockets cross for
+        // every worker). Workers are started one at a time from this task, so no other
+        // child can inherit them in between.
+        socket2::SockRef::from(&worker_end).set_cloexec(false)?;
+        let metrics = match self.metrics.get(slot) {
+            Some(listener) => {
+                let inherited = listener.try_clone()?;
+                inherited.set_cloexec(false)?;
+                Some(inherited)
+            }
+            None => None,
+        };
+        let started = Instant::now();
+        let mut command = tokio::process::Command::new(&self.program);
+        command
+            .args(&self.args)
+            .arg(LISTEN_FDS_FLAG)
+            .arg(&self.listen_fds)
+            .arg(LIFELINE_FD_FLAG)
+            .arg(worker_end.as_raw_fd().to_string());
+        if let Some(metrics) = &metrics {
+            command
+                .arg(METRICS_FD_FLAG)
+                .arg(metrics.as_raw_fd().to_string());
+        }
+        let mut child = command.stdin(Stdio::null()).process_group(0).spawn()?;
+        drop((worker_end, metrics));
+        let pid = child.id().unwrap_or_default();
+        supervisor_end.set_nonblocking(true)?;
+        let mut lifeline = UnixStream::from_std(supervisor_end)?;
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            // One byte when the worker is ready; end-of-file if it exits before that.
+            let mut ready = [0; 1];
+            if matches!(lifeline.read(&mut ready).await, Ok(1)) {
+                let _ = events.send(Event::Ready { slot, pid });
+            }
+            let status = child.wait().await;
+            let _ = events.send(Event::Exited {
+                slot,
+                pid,
+                status,
+                uptime: started.elapsed(),
+            });
+        });
+        Ok(pid)
+    }
+
+    /// Reports [`Event::Due`] for `slot` after `delay`.
+    pub(super) fn due_after(&self, slot: usize, delay: Duration) {
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = events.send(Event::Due { slot });
+        });
+    }
+}
