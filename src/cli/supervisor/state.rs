@@ -477,9 +477,10 @@ impl State {
                 Cause::Lifetime
             } else if let Some(resident) = self.limits.over_max_rss(worker.pid) {
                 tracing::warn!(
-                    "worker process {} uses {} MiB, over --workers-max-rss: replacing it",
+                    "worker process {} uses {} MiB, over --workers-max-rss {}: replacing it",
                     worker.pid,
-                    resident >> 20
+                    resident >> 20,
+                    self.limits.max_rss.unwrap_or_default() >> 20
                 );
                 Cause::MaxRss
             } else {
