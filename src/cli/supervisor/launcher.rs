@@ -11,7 +11,12 @@ use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-use super::{LIFELINE_FD_FLAG, LISTEN_FDS_FLAG, METRICS_FD_FLAG};
+/// Hidden flag carrying the listening sockets a worker inherits.
+pub(crate) const LISTEN_FDS_FLAG: &str = "--worker-listen-fds";
+/// Hidden flag carrying the worker's end of its lifeline.
+pub(crate) const LIFELINE_FD_FLAG: &str = "--worker-lifeline-fd";
+/// Hidden flag carrying the metrics listener of the worker's slot (`--metrics-bind`).
+pub(crate) const METRICS_FD_FLAG: &str = "--worker-metrics-fd";
 
 /// What happened to a worker process (or to a slot's back-off).
 pub(super) enum Event {

@@ -11,11 +11,11 @@ use crate::error::{Error, ErrorKind};
 use crate::server::inherited_socket;
 
 /// A worker's end of its lifeline to the supervisor.
-pub(in crate::cli) struct Lifeline(UnixStream);
+pub(crate) struct Lifeline(UnixStream);
 
 impl Lifeline {
     /// Takes the descriptor given with the lifeline flag. Call inside a Tokio runtime.
-    pub(in crate::cli) fn inherited(fd: RawFd) -> Result<Self, Error> {
+    pub(crate) fn inherited(fd: RawFd) -> Result<Self, Error> {
         let socket = std::os::unix::net::UnixStream::from(inherited_socket(fd)?);
         socket
             .set_nonblocking(true)
@@ -32,7 +32,7 @@ impl Lifeline {
 
     /// Reports `server` ready to the supervisor once it is, and shuts it down gracefully if
     /// the supervisor goes away.
-    pub(in crate::cli) async fn attend(self, server: ServerHandle) {
+    pub(crate) async fn attend(self, server: ServerHandle) {
         let (mut from_supervisor, mut to_supervisor) = self.0.into_split();
         // The supervisor never writes: a read returns only when it is gone.
         let mut gone = [0; 1];

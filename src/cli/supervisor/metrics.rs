@@ -40,14 +40,14 @@ pub(super) fn report(census: Census) {
 }
 
 /// The metrics listeners of a supervisor: its own, and one per worker slot.
-pub(in crate::cli) struct MetricsListeners {
+pub(crate) struct MetricsListeners {
     supervisor: TcpListener,
     slots: Vec<socket2::Socket>,
 }
 
 impl MetricsListeners {
     /// Binds `address` and the `slots` ports after it; port 0 gives each a free port.
-    pub(in crate::cli) fn bind(address: SocketAddr, slots: usize) -> Result<Self, Error> {
+    pub(crate) fn bind(address: SocketAddr, slots: usize) -> Result<Self, Error> {
         let supervisor = crate::cli::metrics::bind(address)?;
         let slots = slot_addresses(address, slots)
             .map_err(|message| Error::new(ErrorKind::Config, message))?
@@ -78,10 +78,7 @@ impl MetricsListeners {
 
 /// The addresses of the slots' listeners: the `slots` ports after `address`'s, or port 0
 /// for each when `address`'s is 0.
-pub(in crate::cli) fn slot_addresses(
-    address: SocketAddr,
-    slots: usize,
-) -> Result<Vec<SocketAddr>, String> {
+pub(crate) fn slot_addresses(address: SocketAddr, slots: usize) -> Result<Vec<SocketAddr>, String> {
     (1..=slots)
         .map(|offset| {
             let port = match address.port() {

@@ -31,6 +31,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use self::launcher::Launcher;
+pub(super) use self::launcher::{LIFELINE_FD_FLAG, LISTEN_FDS_FLAG, METRICS_FD_FLAG};
 pub(super) use self::lifeline::Lifeline;
 pub(super) use self::metrics::{MetricsListeners, slot_addresses};
 pub(super) use self::recycle::Limits;
@@ -38,13 +39,6 @@ use self::state::State;
 use super::reload::FileWatcher;
 use crate::error::{Error, ErrorKind};
 use crate::server::BoundSocket;
-
-/// Hidden flag carrying the listening sockets a worker inherits.
-pub(super) const LISTEN_FDS_FLAG: &str = "--worker-listen-fds";
-/// Hidden flag carrying the worker's end of its lifeline.
-pub(super) const LIFELINE_FD_FLAG: &str = "--worker-lifeline-fd";
-/// Hidden flag carrying the metrics listener of the worker's slot (`--metrics-bind`).
-pub(super) const METRICS_FD_FLAG: &str = "--worker-metrics-fd";
 
 /// How often `--workers-max-rss` and `--workers-lifetime` are checked.
 const CHECK_EVERY: Duration = Duration::from_secs(1);

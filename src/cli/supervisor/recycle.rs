@@ -60,7 +60,7 @@ impl Cause {
 
 /// The limits past which a healthy worker is replaced; both off by default.
 #[derive(Clone, Copy, Debug, Default)]
-pub(in crate::cli) struct Limits {
+pub(crate) struct Limits {
     /// `--workers-max-rss`, in bytes.
     pub(super) max_rss: Option<u64>,
     /// `--workers-lifetime`.
@@ -69,7 +69,7 @@ pub(in crate::cli) struct Limits {
 
 impl Limits {
     /// From the flags' units: MiB and seconds.
-    pub(in crate::cli) fn new(max_rss_mib: Option<u64>, lifetime_seconds: Option<u64>) -> Self {
+    pub(crate) fn new(max_rss_mib: Option<u64>, lifetime_seconds: Option<u64>) -> Self {
         Limits {
             max_rss: max_rss_mib.map(|mib| mib.saturating_mul(1 << 20)),
             lifetime: lifetime_seconds.map(Duration::from_secs),
@@ -77,7 +77,7 @@ impl Limits {
     }
 
     /// Whether the supervisor has to look at its workers periodically.
-    pub(in crate::cli) fn any(&self) -> bool {
+    pub(crate) fn any(&self) -> bool {
         self.max_rss.is_some() || self.lifetime.is_some()
     }
 
