@@ -7,9 +7,13 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
+
+use super::recycle::resident_bytes;
 
 /// Hidden flag carrying the listening sockets a worker inherits.
 pub(crate) const LISTEN_FDS_FLAG: &str = "--worker-listen-fds";
@@ -32,6 +36,18 @@ pub(super) enum Event {
     Due { slot: usize },
 }
 
+/// What the supervisor's state machine asks of the worker processes: the [`Launcher`], or
+/// a recording fake in its tests.
+pub(super) trait Processes {
+    /// Starts a worker in `slot`; its pid. What becomes of it arrives as [`Event`]s.
+    fn spawn(&mut self, slot: usize) -> io::Result<u32>;
+    /// Reports [`Event::Due`] for `slot` after `delay`.
+    fn due_after(&mut self, slot: usize, delay: Duration);
+    fn signal(&mut self, pid: u32, signal: Signal);
+    /// The resident memory of the worker `pid`, in bytes; `None` once it has gone.
+    fn resident(&self, pid: u32) -> Option<u64>;
+}
+
 /// Starts worker processes and reports what happens to them as [`Event`]s.
 pub(super) struct Launcher {
     pub(super) program: PathBuf,
@@ -44,9 +60,8 @@ pub(super) struct Launcher {
     pub(super) events: mpsc::UnboundedSender<Event>,
 }
 
-impl Launcher {
-    /// Starts a worker in `slot`; its pid.
-    pub(super) fn spawn(&self, slot: usize) -> io::Result<u32> {
+impl Processes for Launcher {
+    fn spawn(&mut self, slot: usize) -> io::Result<u32> {
         let (supervisor_end, worker_end) = std::os::unix::net::UnixStream::pair()?;
         // Only the worker's own descriptors cross `exec` (the listening sockets cross for
         // every worker). Workers are started one at a time from this task, so no other
@@ -96,12 +111,24 @@ impl Launcher {
         Ok(pid)
     }
 
-    /// Reports [`Event::Due`] for `slot` after `delay`.
-    pub(super) fn due_after(&self, slot: usize, delay: Duration) {
+    fn due_after(&mut self, slot: usize, delay: Duration) {
         let events = self.events.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let _ = events.send(Event::Due { slot });
         });
+    }
+
+    fn signal(&mut self, pid: u32, signal: Signal) {
+        let Ok(pid) = i32::try_from(pid) else {
+            return;
+        };
+        if let Err(err) = kill(Pid::from_raw(pid), signal) {
+            tracing::debug!("cannot send {signal} to worker process {pid}: {err}");
+        }
+    }
+
+    fn resident(&self, pid: u32) -> Option<u64> {
+        resident_bytes(pid)
     }
 }

@@ -24,7 +24,7 @@ mod state;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use tokio::signal::unix::{SignalKind, signal};
@@ -143,7 +143,7 @@ impl Supervisor {
                 Some(()) = interrupt.recv() => state.received(Signal::SIGINT),
                 Some(()) = hangup.recv() => state.hangup(),
                 Some(changed) = next_change(&mut self.reload) => state.reload(&changed),
-                () = next_check(&mut checks) => state.check_limits(),
+                () = next_check(&mut checks) => state.check_limits(Instant::now()),
             }
         }
         drop(self.sockets);

@@ -88,13 +88,16 @@ impl Limits {
             .map(|lifetime| started + jittered(lifetime, random))
     }
 
-    /// Whether the worker `pid` is over `--workers-max-rss`: its resident memory when it is.
-    /// A worker that has just exited reads as not over (its exit is reported anyway).
-    pub(super) fn over_max_rss(&self, pid: u32) -> Option<u64> {
-        let limit = self.max_rss?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        vm_rss(&status).filter(|&resident| resident > limit)
+    /// Whether `resident` bytes are over `--workers-max-rss`.
+    pub(super) fn over_max_rss(&self, resident: u64) -> bool {
+        self.max_rss.is_some_and(|limit| resident > limit)
     }
+}
+
+/// The resident memory of the process `pid`, in bytes; `None` once it has gone.
+pub(super) fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    vm_rss(&status)
 }
 
 /// `lifetime` less a share of up to a tenth of it picked by `random`: a worker never
@@ -137,12 +140,17 @@ mod tests {
     }
 
     #[test]
-    fn this_process_is_under_a_large_limit_and_over_a_small_one() {
-        let pid = std::process::id();
-        assert_eq!(Limits::new(Some(1 << 20), None).over_max_rss(pid), None);
-        assert!(Limits::new(Some(1), None).over_max_rss(pid).unwrap() > 1 << 20);
-        assert_eq!(Limits::new(None, None).over_max_rss(pid), None);
-        assert_eq!(Limits::new(Some(1), None).over_max_rss(u32::MAX), None);
+    fn this_process_has_a_resident_set_and_one_that_does_not_exist_has_none() {
+        assert!(resident_bytes(std::process::id()).unwrap() > 1 << 20);
+        assert_eq!(resident_bytes(u32::MAX), None);
+    }
+
+    #[test]
+    fn only_more_than_the_limit_is_over_it() {
+        let limits = Limits::new(Some(100), None);
+        assert!(!limits.over_max_rss(100 << 20));
+        assert!(limits.over_max_rss((100 << 20) + 1));
+        assert!(!Limits::default().over_max_rss(u64::MAX));
     }
 
     #[test]

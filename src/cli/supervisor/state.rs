@@ -12,10 +12,9 @@ use std::io;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
-use super::launcher::{Event, Launcher};
+use super::launcher::{Event, Processes};
 use super::metrics::{self, Census};
 use super::recycle::{Cause, Limits};
 
@@ -120,8 +119,8 @@ struct Replacement {
 }
 
 /// The workers of every slot, and what to do next.
-pub(super) struct State {
-    launcher: Launcher,
+pub(super) struct State<P> {
+    processes: P,
     limits: Limits,
     slots: Vec<Slot>,
     /// Workers whose replacement has taken over, draining; their exit is expected.
@@ -137,10 +136,10 @@ pub(super) struct State {
     pub(super) failure: Option<String>,
 }
 
-impl State {
-    pub(super) fn new(launcher: Launcher, workers: usize, limits: Limits, reloading: bool) -> Self {
+impl<P: Processes> State<P> {
+    pub(super) fn new(processes: P, workers: usize, limits: Limits, reloading: bool) -> Self {
         State {
-            launcher,
+            processes,
             limits,
             slots: (0..workers).map(|_| Slot::default()).collect(),
             retiring: Vec::new(),
@@ -210,7 +209,7 @@ impl State {
         if self.phase == Phase::Stopping {
             return;
         }
-        match self.launcher.spawn(slot) {
+        match self.processes.spawn(slot) {
             Ok(pid) => {
                 tracing::info!("started worker process {pid}");
                 self.slots[slot].stage = Stage::Running(self.new_worker(pid));
@@ -225,7 +224,7 @@ impl State {
                     "cannot start a worker process: {err}; trying again in {}ms",
                     backoff.as_millis()
                 );
-                self.launcher.due_after(slot, backoff);
+                self.processes.due_after(slot, backoff);
             }
         }
     }
@@ -276,7 +275,7 @@ impl State {
                     current.pid,
                     cause.reason()
                 );
-                send_signal(current.pid, Signal::SIGTERM);
+                self.processes.signal(current.pid, Signal::SIGTERM);
                 self.retiring.push(current.pid);
                 metrics::restarted(cause);
                 next.ready = true;
@@ -374,7 +373,7 @@ impl State {
             "worker process {pid} died ({status}); starting a new one in {}ms",
             backoff.as_millis()
         );
-        self.launcher.due_after(slot, backoff);
+        self.processes.due_after(slot, backoff);
     }
 
     /// A planned replacement of `slot` could not start: the worker there keeps serving,
@@ -428,7 +427,7 @@ impl State {
         let Stage::Running(current) = std::mem::take(&mut self.slots[slot].stage) else {
             return;
         };
-        match self.launcher.spawn(slot) {
+        match self.processes.spawn(slot) {
             Ok(pid) => {
                 tracing::info!(
                     "started worker process {pid} to replace worker process {} ({})",
@@ -453,13 +452,12 @@ impl State {
         }
     }
 
-    /// The periodic look at `--workers-max-rss` and `--workers-lifetime`: a worker past
-    /// either is queued for replacement.
-    pub(super) fn check_limits(&mut self) {
+    /// The periodic look at `--workers-max-rss` and `--workers-lifetime`, at `now`: a
+    /// worker past either is queued for replacement.
+    pub(super) fn check_limits(&mut self, now: Instant) {
         if self.phase != Phase::Serving {
             return;
         }
-        let now = Instant::now();
         for slot in 0..self.slots.len() {
             let Stage::Running(worker) = &self.slots[slot].stage else {
                 continue;
@@ -475,7 +473,11 @@ impl State {
                     worker.pid
                 );
                 Cause::Lifetime
-            } else if let Some(resident) = self.limits.over_max_rss(worker.pid) {
+            } else if let Some(resident) = self
+                .processes
+                .resident(worker.pid)
+                .filter(|&resident| self.limits.over_max_rss(resident))
+            {
                 tracing::warn!(
                     "worker process {} uses {} MiB, over --workers-max-rss {}: replacing it",
                     worker.pid,
@@ -529,8 +531,11 @@ impl State {
         self.phase = Phase::Stopping;
         self.queue.clear();
         let slots = self.slots.iter().flat_map(Slot::pids);
-        for pid in slots.chain(self.retiring.iter().copied()) {
-            send_signal(pid, signal);
+        for pid in slots
+            .chain(self.retiring.iter().copied())
+            .collect::<Vec<_>>()
+        {
+            self.processes.signal(pid, signal);
         }
     }
 
@@ -554,12 +559,12 @@ impl State {
                 }
                 Stage::Running(worker) => worker,
                 Stage::Replacing { current, next, .. } => {
-                    send_signal(next.pid, Signal::SIGTERM);
+                    self.processes.signal(next.pid, Signal::SIGTERM);
                     self.retiring.push(next.pid);
                     current
                 }
             };
-            send_signal(worker.pid, Signal::SIGTERM);
+            self.processes.signal(worker.pid, Signal::SIGTERM);
             metrics::restarted(Cause::Reload);
             self.slots[slot].stage = Stage::Restarting(worker);
         }
@@ -572,18 +577,269 @@ fn backoff(crashes: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
-fn send_signal(pid: u32, signal: Signal) {
-    let Ok(pid) = i32::try_from(pid) else {
-        return;
-    };
-    if let Err(err) = kill(Pid::from_raw(pid), signal) {
-        tracing::debug!("cannot send {signal} to worker process {pid}: {err}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::os::unix::process::ExitStatusExt;
+
     use super::*;
+
+    /// Worker processes on paper: pids from 1, and a record of what was asked.
+    #[derive(Default)]
+    struct Fake {
+        started: Vec<(usize, u32)>,
+        signals: Vec<(u32, Signal)>,
+        due: Vec<(usize, Duration)>,
+        resident: HashMap<u32, u64>,
+        cannot_start: bool,
+    }
+
+    impl Processes for Fake {
+        fn spawn(&mut self, slot: usize) -> io::Result<u32> {
+            if self.cannot_start {
+                return Err(io::Error::other("out of processes"));
+            }
+            let pid = u32::try_from(self.started.len()).unwrap() + 1;
+            self.started.push((slot, pid));
+            Ok(pid)
+        }
+
+        fn due_after(&mut self, slot: usize, delay: Duration) {
+            self.due.push((slot, delay));
+        }
+
+        fn signal(&mut self, pid: u32, signal: Signal) {
+            self.signals.push((pid, signal));
+        }
+
+        fn resident(&self, pid: u32) -> Option<u64> {
+            self.resident.get(&pid).copied()
+        }
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    /// `workers` started (pids 1…) and ready.
+    fn serving(workers: usize, limits: Limits) -> State<Fake> {
+        let mut state = State::new(Fake::default(), workers, limits, false);
+        state.start_all();
+        for pid in 1..=workers {
+            state.handle(Event::Ready {
+                slot: pid - 1,
+                pid: u32::try_from(pid).unwrap(),
+            });
+        }
+        state
+    }
+
+    fn ready(state: &mut State<Fake>, slot: usize, pid: u32) {
+        state.handle(Event::Ready { slot, pid });
+    }
+
+    /// `pid` exited with `code`, or was killed by signal `-code`.
+    fn exited(state: &mut State<Fake>, slot: usize, pid: u32, code: i32) {
+        let raw = if code < 0 { -code } else { code << 8 };
+        state.handle(Event::Exited {
+            slot,
+            pid,
+            status: Ok(ExitStatus::from_raw(raw)),
+            uptime: Duration::from_secs(60),
+        });
+    }
+
+    fn terminated(state: &State<Fake>) -> Vec<u32> {
+        let signals = &state.processes.signals;
+        signals
+            .iter()
+            .filter(|(_, signal)| *signal == Signal::SIGTERM)
+            .map(|(pid, _)| *pid)
+            .collect()
+    }
+
+    fn census(starting: usize, serving: usize, draining: usize) -> Census {
+        Census {
+            starting,
+            serving,
+            draining,
+        }
+    }
+
+    #[test]
+    fn sighup_replaces_one_slot_at_a_time_each_old_worker_stopped_once_its_successor_is_ready() {
+        let mut state = serving(2, Limits::default());
+        state.hangup();
+        assert_eq!(state.processes.started[2..], [(0, 3)]);
+        assert!(terminated(&state).is_empty());
+        assert_eq!(state.census(), census(1, 2, 0));
+        ready(&mut state, 0, 3);
+        assert_eq!(terminated(&state), [1]);
+        assert_eq!(state.processes.started[3..], [(1, 4)]);
+        exited(&mut state, 0, 1, 0);
+        assert_eq!(
+            state.processes.started.len(),
+            4,
+            "a retired worker is not replaced"
+        );
+        ready(&mut state, 1, 4);
+        assert_eq!(terminated(&state), [1, 2]);
+        assert_eq!(state.census(), census(0, 2, 1));
+        assert!(state.queue.is_empty() && !state.rolling);
+    }
+
+    #[test]
+    fn a_replacement_that_fails_to_start_leaves_the_old_worker_and_ends_the_sighup_round() {
+        let mut state = serving(2, Limits::default());
+        state.hangup();
+        exited(&mut state, 0, 3, 3);
+        assert!(terminated(&state).is_empty());
+        assert_eq!(state.processes.started.len(), 3, "slot 1 is not tried");
+        assert_eq!(state.census(), census(0, 2, 0));
+        assert!(state.queue.is_empty());
+        // A later SIGHUP tries again.
+        state.hangup();
+        assert_eq!(state.processes.started[3..], [(0, 4)]);
+    }
+
+    #[test]
+    fn a_worker_that_dies_while_its_replacement_starts_leaves_the_slot_to_it() {
+        let mut state = serving(1, Limits::default());
+        state.hangup();
+        exited(&mut state, 0, 1, -9);
+        assert_eq!(
+            state.processes.due,
+            [],
+            "no back-off: the replacement is on its way"
+        );
+        assert_eq!(state.census(), census(1, 0, 0));
+        ready(&mut state, 0, 2);
+        assert!(terminated(&state).is_empty());
+        assert_eq!(state.census(), census(0, 1, 0));
+    }
+
+    #[test]
+    fn a_crashed_worker_is_started_again_after_a_back_off() {
+        let mut state = serving(2, Limits::default());
+        exited(&mut state, 1, 2, -9);
+        assert_eq!(state.processes.due, [(1, FIRST_BACKOFF)]);
+        assert_eq!(state.census(), census(0, 1, 0));
+        state.handle(Event::Due { slot: 1 });
+        assert_eq!(state.processes.started[2..], [(1, 3)]);
+    }
+
+    #[test]
+    fn workers_past_their_lifetime_are_replaced_one_after_the_other() {
+        let mut state = serving(2, Limits::new(None, Some(60)));
+        state.check_limits(Instant::now());
+        assert_eq!(state.processes.started.len(), 2);
+        state.check_limits(Instant::now() + Duration::from_secs(61));
+        assert_eq!(state.processes.started[2..], [(0, 3)]);
+        ready(&mut state, 0, 3);
+        assert_eq!(terminated(&state), [1]);
+        assert_eq!(state.processes.started[3..], [(1, 4)]);
+        ready(&mut state, 1, 4);
+        assert_eq!(terminated(&state), [1, 2]);
+    }
+
+    #[test]
+    fn only_the_worker_over_max_rss_is_replaced_and_not_again_before_a_back_off_if_that_fails() {
+        let mut state = serving(2, Limits::new(Some(150), None));
+        state
+            .processes
+            .resident
+            .extend([(1, 200 * MIB), (2, 30 * MIB)]);
+        let now = Instant::now();
+        state.check_limits(now);
+        assert_eq!(state.processes.started[2..], [(0, 3)]);
+        exited(&mut state, 0, 3, 3);
+        state.check_limits(now);
+        assert_eq!(state.processes.started.len(), 3);
+        state.check_limits(now + MAX_BACKOFF);
+        assert_eq!(state.processes.started[3..], [(0, 4)]);
+        ready(&mut state, 0, 4);
+        assert_eq!(terminated(&state), [1]);
+    }
+
+    #[test]
+    fn sighup_before_any_worker_is_ready_waits_for_the_first() {
+        let mut state = State::new(Fake::default(), 1, Limits::default(), false);
+        state.start_all();
+        state.hangup();
+        assert_eq!(state.processes.started.len(), 1);
+        ready(&mut state, 0, 1);
+        assert_eq!(state.processes.started[1..], [(0, 2)]);
+    }
+
+    #[test]
+    fn stopping_signals_every_process_and_ends_when_all_have_exited() {
+        let mut state = serving(2, Limits::default());
+        state.hangup();
+        ready(&mut state, 0, 3);
+        // 1 drains, 3 serves, 2 serves while its replacement 4 starts.
+        state.received(Signal::SIGINT);
+        let signals = &state.processes.signals;
+        let mut interrupted: Vec<_> = signals[1..].iter().map(|(pid, _)| *pid).collect();
+        interrupted.sort_unstable();
+        assert_eq!(interrupted, [1, 2, 3, 4]);
+        exited(&mut state, 1, 2, 0);
+        assert_eq!(
+            state.processes.started.len(),
+            4,
+            "nothing is started while stopping"
+        );
+        for (slot, pid) in [(0, 1), (0, 3), (1, 4)] {
+            assert!(!state.finished());
+            exited(&mut state, slot, pid, 0);
+        }
+        assert!(state.finished());
+        assert!(state.failure.is_none());
+    }
+
+    #[test]
+    fn workers_that_cannot_start_at_first_fail_the_server() {
+        let mut state = State::new(Fake::default(), 2, Limits::default(), false);
+        state.start_all();
+        exited(&mut state, 0, 1, 1);
+        assert!(
+            state
+                .failure
+                .as_deref()
+                .unwrap()
+                .contains("failed to start")
+        );
+        exited(&mut state, 1, 2, 0);
+        assert!(state.finished());
+        let mut state = State::new(
+            Fake {
+                cannot_start: true,
+                ..Fake::default()
+            },
+            1,
+            Limits::default(),
+            false,
+        );
+        state.start_all();
+        assert!(state.failure.is_some() && state.finished());
+    }
+
+    #[test]
+    fn a_file_change_stops_each_worker_and_starts_the_next_once_it_has_exited() {
+        let mut state = State::new(Fake::default(), 1, Limits::default(), true);
+        state.start_all();
+        ready(&mut state, 0, 1);
+        state.hangup();
+        state.reload(std::path::Path::new("app.py"));
+        // The replacement under way and the worker both stop.
+        assert_eq!(terminated(&state), [2, 1]);
+        exited(&mut state, 0, 2, 0);
+        assert_eq!(state.processes.started.len(), 2);
+        exited(&mut state, 0, 1, 0);
+        assert_eq!(state.processes.started[2..], [(0, 3)]);
+        // Under --reload, a worker that fails waits for the next change.
+        exited(&mut state, 0, 3, 1);
+        assert!(state.processes.due.is_empty());
+        state.reload(std::path::Path::new("app.py"));
+        assert_eq!(state.processes.started[3..], [(0, 4)]);
+    }
 
     #[test]
     fn back_off_doubles_from_a_tenth_of_a_second_up_to_ten_seconds() {
