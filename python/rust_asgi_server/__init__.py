@@ -33,7 +33,7 @@ _OPTIONS = frozenset(
     server_header date_header headers env_file http ssl_certfile ssl_keyfile
     ssl_keyfile_password ssl_ca_certs ssl_cert_reqs reload reload_dirs reload_includes
     reload_excludes health_path loop_block_warn metrics_bind otel_endpoint access_log_format
-    static_path_route static_path_mount
+    static_path_route static_path_mount workers_max_rss workers_lifetime
     """.split()
 )
 # Switches with a `--no-…` form: False turns them off. Other switches are off unless True.
@@ -86,8 +86,8 @@ def run(app: Any, **options: Any) -> None:
     """Serves `app` until SIGINT/SIGTERM, exactly as `rust-asgi-server` would with these
     options as flags; exits with the command line's exit code on failure.
 
-    With `workers` > 1 or `reload`, workers are started as `python -m rust_asgi_server`, so
-    `app` must then be an import string.
+    With `workers` > 1, `reload`, `workers_max_rss` or `workers_lifetime`, workers are
+    started as `python -m rust_asgi_server`, so `app` must then be an import string.
     """
     code = _engine.main(_argv(app, options), _app_object(app))
     if code:

@@ -71,6 +71,8 @@ class _RunOptions(_Options, total=False):
     """The options of `run`: those of `Server`, worker processes, reload and the loop."""
 
     workers: int | None
+    workers_max_rss: int | None
+    workers_lifetime: int | None
     loop: Literal["auto", "asyncio", "uvloop"] | None
     reload: bool | None
     reload_dirs: Iterable[_Path] | None

@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::reload::{FileWatcher, ReloadFilter};
 use super::static_files::{self, StaticDir};
-use super::supervisor::{LIFELINE_FD_FLAG, LISTEN_FDS_FLAG};
+use super::supervisor::{LIFELINE_FD_FLAG, LISTEN_FDS_FLAG, Limits, METRICS_FD_FLAG};
 use crate::defaults;
 use crate::error::{Error, ErrorKind};
 use crate::layers::TrustedProxies;
@@ -195,7 +195,8 @@ pub(super) struct Cli {
     pub backlog: u32,
 
     /// Worker processes, each with its own interpreter, sharing the listening sockets under
-    /// a supervising process that replaces workers that die.
+    /// a supervising process that replaces workers that die, and on SIGHUP every worker,
+    /// one at a time, each once its replacement is ready.
     #[arg(
         long,
         env = "WEB_CONCURRENCY",
@@ -204,6 +205,29 @@ pub(super) struct Cli {
         value_parser = clap::value_parser!(u16).range(1..)
     )]
     pub workers: u16,
+
+    /// Replace a worker whose resident memory exceeds this many MiB, checked every second:
+    /// a new worker starts, and once it is ready the old one drains (default: no limit).
+    /// Runs a supervisor even for one worker.
+    #[arg(
+        long,
+        value_name = "MIB",
+        value_parser = clap::value_parser!(u64).range(1..),
+        conflicts_with = "reload"
+    )]
+    pub workers_max_rss: Option<u64>,
+
+    /// Replace each worker after this many seconds, less a random tenth at most so that
+    /// workers started together are not replaced together; a new worker starts, and once
+    /// it is ready the old one drains (default: no limit). Runs a supervisor even for one
+    /// worker.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..),
+        conflicts_with = "reload"
+    )]
+    pub workers_lifetime: Option<u64>,
 
     /// HTTP versions spoken: `auto` (HTTP/1.1, and HTTP/2 by ALPN or prior knowledge),
     /// `1` or `2` only.
@@ -253,7 +277,8 @@ pub(super) struct Cli {
     pub health_path: Option<String>,
 
     /// Serve Prometheus metrics at http://HOST:PORT/metrics, on a listener of their own
-    /// (default: off). One process only: not with --workers.
+    /// (default: off). Under a supervisor (--workers N and the like) PORT serves the
+    /// supervisor's series (worker restarts, workers) and PORT+1 … PORT+N each worker's.
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_bind: Option<std::net::SocketAddr>,
 
@@ -304,6 +329,15 @@ pub(super) struct Cli {
     /// Set by the --workers supervisor on a worker: its end of the lifeline.
     #[arg(long = LIFELINE_FD_FLAG.trim_start_matches('-'), hide = true)]
     pub worker_lifeline_fd: Option<RawFd>,
+
+    /// Set by the --workers supervisor on a worker with --metrics-bind: the metrics
+    /// listener of its slot.
+    #[arg(
+        long = METRICS_FD_FLAG.trim_start_matches('-'),
+        hide = true,
+        requires = "worker_lifeline_fd"
+    )]
+    pub worker_metrics_fd: Option<RawFd>,
 }
 
 /// How this process serves, from --workers, --reload and the supervisor's worker flags.
@@ -372,7 +406,9 @@ impl Cli {
     pub(super) fn process_role(&self) -> ProcessRole {
         match self.worker_lifeline_fd {
             Some(lifeline) => ProcessRole::Worker { lifeline },
-            None if self.workers > 1 || self.reload => ProcessRole::Supervisor,
+            None if self.workers > 1 || self.reload || self.recycling().any() => {
+                ProcessRole::Supervisor
+            }
             None => ProcessRole::Single,
         }
     }
@@ -420,6 +456,11 @@ impl Cli {
             None => RandomState::new().hash_one(std::process::id()),
         };
         Some(limit.saturating_add(jitter))
+    }
+
+    /// --workers-max-rss and --workers-lifetime.
+    pub(super) fn recycling(&self) -> Limits {
+        Limits::new(self.workers_max_rss, self.workers_lifetime)
     }
 
     /// The --static-path-route / --static-path-mount pairs; a usage error when they do not
@@ -589,6 +630,21 @@ mod tests {
         assert_eq!(worker.process_role(), ProcessRole::Worker { lifeline: 5 });
         assert_eq!(worker.worker_listen_fds, [3, 4]);
         assert!(Cli::try_parse_from(["rust-asgi-server", "a:b", "--workers", "0"]).is_err());
+    }
+
+    #[test]
+    fn recycling_runs_a_supervisor_even_for_one_worker_but_not_with_reload() {
+        for flag in ["--workers-max-rss", "--workers-lifetime"] {
+            let cli = parse(&["a:b", flag, "60"]);
+            assert_eq!(cli.process_role(), ProcessRole::Supervisor, "{flag}");
+            assert!(cli.recycling().any());
+            let usage = |args: &[&str]| {
+                Cli::try_parse_from(["rust-asgi-server", "a:b"].iter().chain(args)).is_err()
+            };
+            assert!(usage(&[flag, "0"]), "{flag}");
+            assert!(usage(&[flag, "60", "--reload"]), "{flag}");
+        }
+        assert!(!parse(&["a:b", "--workers", "2"]).recycling().any());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! has one definition, one default and one help text.
 
 mod args;
+mod metrics;
 mod reload;
 mod static_files;
 mod supervisor;
@@ -27,11 +28,12 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
 use self::args::{Cli, LogFormat, ProcessRole};
+use self::metrics::WorkerMetrics;
 use self::static_files::StaticDir;
-use self::supervisor::{Lifeline, Supervisor};
+use self::supervisor::{Lifeline, MetricsListeners, Supervisor};
 use crate::error::{Error, ErrorKind};
 use crate::layers::{BodySizeLimitLayer, DefaultHeadersLayer, InFlightLimitLayer};
-use crate::metrics::{Metrics, MetricsLayer};
+use crate::metrics::MetricsLayer;
 use crate::telemetry::Telemetry;
 use crate::{PythonApp, PythonAppBuilder, Server, ServerHandle};
 
@@ -122,8 +124,9 @@ pub fn run(
         (_, Some(app)) if cli.process_role() == ProcessRole::Supervisor => {
             drop(app);
             eprintln!(
-                "error: --workers and --reload start the app in new processes: give it as an \
-                 import string (\"module:app\"), not as an object"
+                "error: --workers, --reload, --workers-max-rss and --workers-lifetime start the \
+                 app in new processes: give it as an import string (\"module:app\"), not as an \
+                 object"
             );
             return 2;
         }
@@ -134,11 +137,10 @@ pub fn run(
             return 2;
         }
     };
-    if cli.metrics_bind.is_some() && cli.workers > 1 {
-        eprintln!(
-            "error: --metrics-bind serves the metrics of one process; with --workers it is not \
-             available yet (issue #15)"
-        );
+    if let (Some(address), ProcessRole::Supervisor) = (cli.metrics_bind, cli.process_role())
+        && let Err(message) = supervisor::slot_addresses(address, supervised_workers(&cli))
+    {
+        eprintln!("error: {message}");
         return 2;
     }
     let result = match cli.process_role() {
@@ -199,8 +201,9 @@ pub fn embed(
     }
     if cli.process_role() != ProcessRole::Single {
         return Err(EmbedError::Usage(
-            "--workers and --reload are not available to a server awaited in a running \
-             asyncio loop; use rust_asgi_server.run() or the command line"
+            "--workers, --reload, --workers-max-rss and --workers-lifetime are not available \
+             to a server awaited in a running asyncio loop; use rust_asgi_server.run() or the \
+             command line"
                 .into(),
         ));
     }
@@ -215,7 +218,7 @@ pub fn embed(
     }
     let binds = cli.binds().map_err(EmbedError::Serve)?;
     if let Some(address) = cli.metrics_bind {
-        serve_metrics(address).map_err(EmbedError::Serve)?;
+        metrics::serve_process(address).map_err(EmbedError::Serve)?;
     }
     let python = source
         .builder(&cli)
@@ -282,30 +285,6 @@ fn build_server(
     (server.handle(), server.serve(python))
 }
 
-/// `--metrics-bind`: installs the recorder and serves `/metrics` on `address`, on the
-/// current Tokio runtime, for as long as the process runs.
-fn serve_metrics(address: std::net::SocketAddr) -> Result<(), Error> {
-    let metrics = Metrics::install()?;
-    let cannot_bind = |err| {
-        Error::with_source(
-            ErrorKind::Bind,
-            format!("cannot listen on {address} (--metrics-bind)"),
-            err,
-        )
-    };
-    let listener = std::net::TcpListener::bind(address).map_err(cannot_bind)?;
-    listener.set_nonblocking(true).map_err(cannot_bind)?;
-    let listener = tokio::net::TcpListener::from_std(listener).map_err(cannot_bind)?;
-    let local = listener.local_addr().map_err(cannot_bind)?;
-    tracing::info!("metrics on http://{local}/metrics");
-    tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, metrics.router()).await {
-            tracing::error!("the metrics listener failed: {err}");
-        }
-    });
-    Ok(())
-}
-
 /// Serves the app in this process: alone, or as one worker of a supervisor.
 fn serve(cli: &Cli, app: AppArg, static_dirs: &[StaticDir]) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -320,11 +299,20 @@ fn serve(cli: &Cli, app: AppArg, static_dirs: &[StaticDir]) -> Result<(), Error>
             ProcessRole::Worker { lifeline } => Some(Lifeline::inherited(lifeline)?),
             ProcessRole::Single | ProcessRole::Supervisor => None,
         };
-        if let Some(address) = cli.metrics_bind {
-            serve_metrics(address)?;
-        }
+        // A worker serves its metrics on its slot's listener, once it serves requests.
+        let worker_metrics = match (&lifeline, cli.worker_metrics_fd, cli.metrics_bind) {
+            (Some(_), Some(fd), _) => Some(WorkerMetrics::inherited(fd)?),
+            (Some(_), None, _) | (None, _, None) => None,
+            (None, _, Some(address)) => {
+                metrics::serve_process(address)?;
+                None
+            }
+        };
         let python = app.builder(cli).start()?;
         let (handle, serving) = build_server(cli, static_dirs, binds, python, true);
+        if let Some(worker_metrics) = worker_metrics {
+            worker_metrics.serve(handle.clone())?;
+        }
         if let Some(lifeline) = lifeline {
             tokio::spawn(lifeline.attend(handle));
         }
@@ -363,22 +351,30 @@ fn supervise(cli: &Cli, command: &WorkerCommand, args: &[OsString]) -> Result<()
         .chain(args.iter().skip(1))
         .cloned()
         .collect();
-    let workers = if cli.reload {
-        if cli.workers > 1 {
-            tracing::warn!("--reload runs one worker: --workers is ignored");
-        }
-        1
-    } else {
-        cli.workers.into()
-    };
+    if cli.reload && cli.workers > 1 {
+        tracing::warn!("--reload runs one worker: --workers is ignored");
+    }
+    let workers = supervised_workers(cli);
+    let metrics = cli
+        .metrics_bind
+        .map(|address| MetricsListeners::bind(address, workers))
+        .transpose()?;
     runtime.block_on(async {
-        let supervisor = Supervisor::new(program.clone(), args, workers, sockets);
-        let supervisor = match cli.reload {
-            true => supervisor.reload_on(cli.file_watcher()?),
-            false => supervisor,
-        };
+        let mut supervisor =
+            Supervisor::new(program.clone(), args, workers, sockets).recycle(cli.recycling());
+        if cli.reload {
+            supervisor = supervisor.reload_on(cli.file_watcher()?);
+        }
+        if let Some(metrics) = metrics {
+            supervisor = supervisor.metrics(metrics);
+        }
         supervisor.run().await
     })
+}
+
+/// How many workers a supervisor runs: one with --reload.
+fn supervised_workers(cli: &Cli) -> usize {
+    if cli.reload { 1 } else { cli.workers.into() }
 }
 /// An interpreter that is already running (the wheel) copied the environment when it
 /// started: `os.environ` gets the variables of --env-file too.

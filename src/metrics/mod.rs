@@ -20,6 +20,9 @@
 //! `route` is the Axum route template (`/items/{id}`) for Rust routes, the Starlette or
 //! FastAPI route's path for the Python app when it exposes one (`scope["route"]`), else
 //! `unmatched`; `backend` is `rust` or `python`; `status` is the class (`2xx`).
+//!
+//! The binary's `--workers` supervisor records series of its own instead (worker restarts
+//! and workers, in `cli/supervisor/metrics.rs`), in a recorder without these.
 
 mod handles;
 mod layer;
@@ -27,7 +30,6 @@ mod layer;
 use std::time::Duration;
 
 use metrics::Gauge;
-
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub(crate) use self::handles::handles;
@@ -83,6 +85,15 @@ impl Metrics {
     /// and starts a thread that folds histogram samples every few seconds, so memory stays
     /// flat when nobody scrapes.
     pub fn install() -> Result<Metrics, Error> {
+        let metrics = Metrics::install_empty()?;
+        describe();
+        handles::register();
+        Ok(metrics)
+    }
+
+    /// The recorder alone, for a process that records series of its own rather than the
+    /// request series (the `--workers` supervisor): none of those appear in its exposition.
+    pub(crate) fn install_empty() -> Result<Metrics, Error> {
         let handle = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
             .and_then(|builder| builder.install_recorder())
@@ -105,8 +116,6 @@ impl Metrics {
             .map_err(|err| {
                 Error::with_source(ErrorKind::System, "cannot start the metrics thread", err)
             })?;
-        describe();
-        handles::register();
         Ok(Metrics { handle })
     }
 

@@ -27,7 +27,7 @@ use super::body_timeout::TimedBody;
 use super::handle::ServerHandle;
 use super::health::Health;
 use super::http_versions::HttpVersions;
-use super::keep_alive::KeepAlive;
+use super::keep_alive::{DRAIN_GRACE, KeepAlive, close_when_draining};
 use super::listener::Stream;
 use super::options::ServerOptions;
 use super::refusal;
@@ -193,7 +193,8 @@ where
                 Err(err) => return log_end(peer, "TLS handshake failed", &err),
             },
             () = first_head.as_mut() => return log_end(peer, "TLS handshake", &"timed out"),
-            () = self.shutdown.draining.cancelled() => return,
+            // A client that connected just before the drain gets its request answered.
+            () = after_drain_grace(&self.shutdown) => return,
         };
         self.serve_http(stream, connection, Some(Arc::new(settled)), first_head)
             .await;
@@ -223,9 +224,11 @@ where
         let body_timeout = self.request_body_timeout;
         let requests = keep_alive.clone();
         let closing = self.shutdown.closing.clone();
+        let draining = self.shutdown.draining.clone();
         let health = self.health.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             let in_flight = requests.request();
+            let version = request.version();
             let connection = match &proxy_headers {
                 Some(trusted) => trusted.apply(connection, request.headers()),
                 None => connection,
@@ -257,8 +260,9 @@ where
                 }
             };
             let closing = closing.clone();
+            let draining = draining.clone();
             async move {
-                let response = match answer {
+                let mut response = match answer {
                     // Cut off by shutdown before it answered: dropping it tells the app
                     // (`http.disconnect`), and the client gets a 500 rather than a bare close.
                     Ok(routed) => tokio::select! {
@@ -273,6 +277,7 @@ where
                 if let Some(trace) = &trace {
                     trace.responded(response.status());
                 }
+                close_when_draining(&mut response, version, &draining);
                 let response = match line {
                     Some(line) => {
                         let (parts, body) = response.into_parts();
@@ -292,7 +297,7 @@ where
                 builder.serve_connection_with_upgrades(io, service),
                 auto::UpgradeableConnection::graceful_shutdown,
                 shutdown,
-                keep_alive.expired(),
+                keep_alive.finished(&shutdown.draining),
                 silent,
             )
             .await
@@ -301,7 +306,7 @@ where
                 builder.serve_connection(io, service).with_upgrades(),
                 http1::UpgradeableConnection::graceful_shutdown,
                 shutdown,
-                keep_alive.expired(),
+                keep_alive.finished(&shutdown.draining),
                 silent,
             )
             .await
@@ -310,7 +315,7 @@ where
                 builder.serve_connection(io, service),
                 http2::Connection::graceful_shutdown,
                 shutdown,
-                keep_alive.expired(),
+                keep_alive.finished(&shutdown.draining),
                 silent,
             )
             .await
@@ -322,6 +327,12 @@ where
     }
 }
 
+/// Resolves [`DRAIN_GRACE`] after draining began.
+async fn after_drain_grace(shutdown: &Shutdown) {
+    shutdown.draining.cancelled().await;
+    tokio::time::sleep(DRAIN_GRACE).await;
+}
+
 fn log_end(peer: Option<SocketAddr>, what: &str, detail: &dyn std::fmt::Display) {
     match peer {
         Some(peer) => tracing::debug!("{what} (client {peer}): {detail}"),
@@ -329,15 +340,16 @@ fn log_end(peer: Option<SocketAddr>, what: &str, detail: &dyn std::fmt::Display)
     }
 }
 
-/// Runs a hyper connection through the shutdown stages: on draining, or when it has been
-/// idle too long, it is asked to finish gracefully; on closing it is dropped after at most
+/// Runs a hyper connection through the shutdown stages: when it is `finished` (idle too
+/// long, or draining and not in the middle of a client's request: `KeepAlive::finished`),
+/// it is asked to finish gracefully; on closing it is dropped after at most
 /// [`CLOSING_FLUSH`], as it is at once when it stays silent too long (no request is in
 /// flight then).
 async fn drive<C, E>(
     connection: C,
     graceful_shutdown: fn(Pin<&mut C>),
     shutdown: &Shutdown,
-    idle_too_long: impl Future<Output = ()>,
+    finished: impl Future<Output = ()>,
     silent_too_long: impl Future<Output = ()>,
 ) -> Result<(), E>
 where
@@ -346,8 +358,7 @@ where
     let mut connection = std::pin::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => return result,
-        () = shutdown.draining.cancelled() => graceful_shutdown(connection.as_mut()),
-        () = idle_too_long => graceful_shutdown(connection.as_mut()),
+        () = finished => graceful_shutdown(connection.as_mut()),
         () = silent_too_long => return Ok(()),
         () = shutdown.closing.cancelled() => {}
     }
@@ -465,8 +476,8 @@ mod tests {
         assert_eq!(dropped.await, Ok(()));
     }
 
-    #[tokio::test]
-    async fn draining_asks_the_connection_to_finish_and_closing_drops_it() {
+    #[tokio::test(start_paused = true)]
+    async fn a_draining_idle_connection_is_asked_to_finish_after_the_grace_and_closing_drops_it() {
         use std::sync::atomic::AtomicBool;
         static ASKED: AtomicBool = AtomicBool::new(false);
         let shutdown = Shutdown::default();
@@ -474,18 +485,20 @@ mod tests {
         let driven = tokio::spawn({
             let shutdown = shutdown.clone();
             async move {
+                let keep_alive = KeepAlive::new(Duration::from_secs(5));
                 drive(
                     connection,
                     |_| ASKED.store(true, Ordering::SeqCst),
                     &shutdown,
-                    std::future::pending(),
+                    keep_alive.finished(&shutdown.draining),
                     std::future::pending(),
                 )
                 .await
             }
         });
         shutdown.draining.cancel();
-        tokio::task::yield_now().await;
+        tokio::time::sleep(DRAIN_GRACE - Duration::from_millis(10)).await;
+        assert!(!ASKED.load(Ordering::SeqCst));
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(ASKED.load(Ordering::SeqCst));
         assert!(!driven.is_finished());

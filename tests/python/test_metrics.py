@@ -2,14 +2,21 @@
 ``MetricsLayer`` around a migration router (example ``metrics``), scraped after known
 traffic.
 
-Apps: ``pyapp/service.py`` (FastAPI, its routes have templates) and ``pyapp/operations.py``
-(raw ASGI: no route, a blocking endpoint, a websocket echo).
+With ``--workers``, the supervisor's own series (restarts, workers) and each worker slot's
+port.
+
+Apps: ``pyapp/service.py`` (FastAPI, its routes have templates), ``pyapp/operations.py``
+(raw ASGI: no route, a blocking endpoint, a websocket echo) and ``pyapp/workers.py``
+(``/pid``).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
+from collections import Counter
 
 import httpx
 import pytest
@@ -17,6 +24,7 @@ from websockets.sync.client import connect
 
 from harness import free_port, run_until_exit
 from test_examples import start_example
+from test_serving import wait_until
 
 pytestmark = pytest.mark.rust_only
 
@@ -120,7 +128,61 @@ def test_rust_and_python_routes_of_a_migration_router_are_told_apart():
         server.stop()
 
 
-def test_metrics_bind_is_refused_with_several_workers():
-    result = run_until_exit("pyapp.service:app", "--workers", "2", "--metrics-bind", "127.0.0.1:0")
+# --- with --workers ----------------------------------------------------------------------
+
+METRICS_LINE = re.compile(r"metrics of (?:the supervisor|worker slot (\d+)) on http://127\.0\.0\.1:(\d+)/metrics")
+PID_REQUESTS = {"method": "GET", "route": "unmatched", "backend": "python", "status": "2xx"}
+
+
+def metrics_ports(server, workers: int) -> tuple[int, list[int]]:
+    """The supervisor's metrics port and each worker slot's, from the log."""
+    wait_until(lambda: len(METRICS_LINE.findall(server.logs())) == workers + 1, 10, server.logs())
+    found = METRICS_LINE.findall(server.logs())
+    supervisor = [int(port) for slot, port in found if not slot]
+    slots = [int(port) for slot, port in sorted((int(slot), port) for slot, port in found if slot)]
+    return supervisor[0], slots
+
+
+def test_with_workers_the_supervisor_counts_restarts_and_each_slot_serves_its_worker(server_factory):
+    server = server_factory("pyapp.workers:app", "--workers", "2", "--metrics-bind", "127.0.0.1:0",
+                            "--no-access-log")
+    supervisor, slots = metrics_ports(server, 2)
+    assert len(slots) == 2 and supervisor not in slots
+    wait_until(lambda: value(scrape(supervisor), "asgi_workers", state="serving") == 2, 20, server.logs())
+    samples = scrape(supervisor)
+    causes = ["crash", "max_requests", "max_rss", "lifetime", "sighup", "reload"]
+    assert all((("asgi_worker_restarts_total", frozenset({("cause", cause)})) in samples) for cause in causes)
+    assert sum(value(samples, "asgi_worker_restarts_total", cause=cause) for cause in causes) == 0
+    # The supervisor serves no requests: none of the request series are its.
+    assert not any(name.startswith("http_") for name, _ in samples)
+
+    # Each slot's port is its worker's own exposition: its requests, and only its.
+    answered = Counter(pid_of_new_connection(server.url) for _ in range(40))
+    per_slot = sorted(value(scrape(port), "http_requests_total", **PID_REQUESTS) for port in slots)
+    per_worker = sorted([0] * (2 - len(answered)) + list(answered.values()))
+    assert per_slot == per_worker
+
+    # SIGHUP replaces both: the restarts are counted, and each slot keeps its port with the
+    # new worker's counters behind it.
+    os.kill(server.pid, signal.SIGHUP)
+    assert server.wait_for_log("every worker has been replaced (SIGHUP)", timeout=30), server.logs()
+    wait_until(lambda: value(scrape(supervisor), "asgi_workers", state="draining") == 0, 20, server.logs())
+    samples = scrape(supervisor)
+    assert value(samples, "asgi_worker_restarts_total", cause="sighup") == 2
+    assert value(samples, "asgi_workers", state="serving") == 2
+    assert [value(scrape(port), "http_requests_total", **PID_REQUESTS) for port in slots] == [0, 0]
+
+    # A worker killed is a crash.
+    os.kill(pid_of_new_connection(server.url), signal.SIGKILL)
+    wait_until(lambda: value(scrape(supervisor), "asgi_worker_restarts_total", cause="crash") == 1, 20,
+               server.logs())
+
+
+def pid_of_new_connection(url: str) -> int:
+    return int(httpx.get(url + "/pid", timeout=10).text)
+
+
+def test_metrics_ports_past_65535_are_a_usage_error():
+    result = run_until_exit("pyapp.workers:app", "--workers", "2", "--metrics-bind", "127.0.0.1:65535")
     assert result.returncode == 2
-    assert "--metrics-bind" in result.stderr
+    assert "--metrics-bind 127.0.0.1:65535 with 2 workers needs ports up to 65537" in result.stderr
