@@ -92,7 +92,8 @@ def gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
             return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
+    # ProcessLookupError: the process was reaped between the open and the read.
+    except (FileNotFoundError, ProcessLookupError):
         return True
 
 
