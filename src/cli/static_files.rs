@@ -15,6 +15,9 @@ use std::task::{Context, Poll};
 
 use axum::Router;
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
+
+use crate::metrics::{self, NestedRoute};
+use tower::ServiceExt;
 use tower_http::services::ServeDir;
 use tower_http::services::fs::{Backend, File};
 
@@ -88,6 +91,16 @@ pub(super) fn mount(router: Router, dirs: &[StaticDir]) -> Router {
         )
         .precompressed_br()
         .precompressed_gzip();
+        let label = NestedRoute(format!("{}/{{*path}}", dir.route).into());
+        let files = ServiceExt::<http::Request<axum::body::Body>>::map_response(
+            files,
+            move |mut response| {
+                if metrics::enabled() {
+                    response.extensions_mut().insert(label.clone());
+                }
+                response
+            },
+        );
         router.nest_service(&dir.route, files)
     })
 }

@@ -15,7 +15,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::handles::{ExchangeLabels, handles};
-use super::{Counted, PythonRoute};
+use super::{Counted, NestedRoute, PythonRoute};
 
 /// A Tower layer that records [`crate::metrics`]' request series.
 ///
@@ -111,9 +111,13 @@ where
         let exchange = this.exchange.take().expect("polled after completion");
         Poll::Ready(result.map(|response| {
             let (backend, route) = match response.extensions().get::<PythonRoute>() {
-                Some(PythonRoute(Some(route))) => ("python", Route::Python(route.clone())),
+                Some(PythonRoute(Some(route))) => ("python", Route::Named(route.clone())),
                 Some(PythonRoute(None)) => ("python", Route::Unmatched),
-                None => ("rust", exchange.route.map_or(Route::Unmatched, Route::Rust)),
+                None => match (exchange.route, response.extensions().get::<NestedRoute>()) {
+                    (Some(matched), _) => ("rust", Route::Rust(matched)),
+                    (None, Some(NestedRoute(route))) => ("rust", Route::Named(route.clone())),
+                    (None, None) => ("rust", Route::Unmatched),
+                },
             };
             let ending = Ending::Response {
                 started: exchange.started,
@@ -145,7 +149,8 @@ enum Ending {
 /// The `route` label, kept as the request had it: no string is copied per request.
 enum Route {
     Rust(MatchedPath),
-    Python(Arc<str>),
+    /// The Python app's route, or a nested service's.
+    Named(Arc<str>),
     Unmatched,
 }
 
@@ -153,7 +158,7 @@ impl Route {
     fn as_str(&self) -> &str {
         match self {
             Route::Rust(path) => path.as_str(),
-            Route::Python(path) => path,
+            Route::Named(path) => path,
             Route::Unmatched => "unmatched",
         }
     }

@@ -19,7 +19,9 @@
 //!
 //! `route` is the Axum route template (`/items/{id}`) for Rust routes, the Starlette or
 //! FastAPI route's path for the Python app when it exposes one (`scope["route"]`), else
-//! `unmatched`; `backend` is `rust` or `python`; `status` is the class (`2xx`).
+//! `unmatched` (a nested Rust service may name its own through `NestedRoute`: the binary's
+//! static directories are `/static/{*path}`); `backend` is `rust` or `python`; `status` is
+//! the class (`2xx`).
 //!
 //! The binary's `--workers` supervisor records series of its own instead (worker restarts
 //! and workers, in `cli/supervisor/metrics.rs`), in a recorder without these.
@@ -150,6 +152,11 @@ impl Metrics {
 /// (`scope["route"].path`), when the app exposes it.
 #[derive(Clone, Debug)]
 pub(crate) struct PythonRoute(pub Option<std::sync::Arc<str>>);
+
+/// Set on the responses of a Rust service nested under a prefix (the binary's static
+/// directories), where Axum records no matched route: the `route` label to use.
+#[derive(Clone, Debug)]
+pub(crate) struct NestedRoute(pub std::sync::Arc<str>);
 
 /// The HELP lines, and the series that exist from the start at 0.
 fn describe() {

@@ -75,6 +75,25 @@ def test_requests_are_counted_by_route_and_status_with_their_latency(server_fact
     assert value(samples, "asgi_queue_wait_seconds_count") == 6
 
 
+def test_static_files_are_counted_under_their_mount_as_rust(server_factory, tmp_path):
+    (tmp_path / "a.txt").write_text("static")
+    metrics_port = free_port()
+    server = server_factory(
+        "pyapp.operations:app", "--metrics-bind", f"127.0.0.1:{metrics_port}",
+        "--static-path-route", "/static", "--static-path-mount", str(tmp_path),
+    )
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        assert http.get("/static/a.txt").text == "static"
+        assert http.get("/static/a.txt").text == "static"
+        assert http.get("/static/missing.txt").status_code == 404
+        assert http.get("/other").status_code == 200
+    samples = scrape(metrics_port)
+    files = {"method": "GET", "route": "/static/{*path}", "backend": "rust"}
+    assert value(samples, "http_requests_total", **files, status="2xx") == 2
+    assert value(samples, "http_requests_total", **files, status="4xx") == 1
+    assert value(samples, "http_requests_total", method="GET", route="unmatched", backend="python", status="2xx") == 1
+
+
 def test_the_loop_signals_and_websockets_are_measured(server_factory):
     metrics_port = free_port()
     server = server_factory("pyapp.operations:app", "--metrics-bind", f"127.0.0.1:{metrics_port}",
