@@ -19,9 +19,8 @@
 //!
 //! `route` is the Axum route template (`/items/{id}`) for Rust routes, the Starlette or
 //! FastAPI route's path for the Python app when it exposes one (`scope["route"]`), else
-//! `unmatched` (a nested Rust service may name its own through `NestedRoute`: the binary's
-//! static directories are `/static/{*path}`); `backend` is `rust` or `python`; `status` is
-//! the class (`2xx`).
+//! `unmatched` (the binary's static directories are labelled by their mount, as
+//! `/static/{*path}`); `backend` is `rust` or `python`; `status` is the class (`2xx`).
 //!
 //! The binary's `--workers` supervisor records series of its own instead (worker restarts
 //! and workers, in `cli/supervisor/metrics.rs`), in a recorder without these.
