@@ -15,11 +15,11 @@ use std::task::{Context, Poll};
 
 use axum::Router;
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
-
-use crate::metrics::{self, NestedRoute};
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
 use tower_http::services::fs::{Backend, File};
+
+use crate::metrics::{self, NestedRoute};
 
 /// One `--static-path-route` and the `--static-path-mount` given in the same position.
 #[derive(Debug)]
