@@ -22,7 +22,6 @@ use crate::asgi::cycle::{self, Asked, Cycle, Handler};
 use crate::asgi::disconnected::client_disconnected;
 use crate::asgi::parking::{Closed, Inbox, IntoMessage, Next, Outbox};
 use crate::asgi::scope::{self, RequestHead};
-use crate::metrics;
 use crate::python::{AppTask, EventLoop};
 
 /// Runs on the loop thread: builds the scope and starts the app. `asked.gone` is the
@@ -34,9 +33,13 @@ pub(super) fn start(
     body: RequestBody,
     body_failure: BodyFailure,
     root_path: &str,
-    response_state: ResponseState,
+    carried: Carried,
     asked: Asked<Response<ResponseBody>>,
 ) {
+    let Carried {
+        state: response_state,
+        route_extensions,
+    } = carried;
     let Asked {
         event_loop,
         answer,
@@ -59,7 +62,7 @@ pub(super) fn start(
         if !response_state.is_empty() {
             scope_state = scope.get_item(intern!(py, "state"))?;
         }
-        if metrics::enabled() {
+        if route_extensions.is_some() {
             routed_scope = Some(scope.clone().unbind());
         }
         Ok(scope)
@@ -72,9 +75,18 @@ pub(super) fn start(
     {
         cycle.response.carry_state(response_state, state.unbind());
     }
-    if let Some(scope) = routed_scope {
-        cycle.response.tell_route(scope);
+    if let (Some(scope), Some(extensions)) = (routed_scope, route_extensions) {
+        cycle.response.tell_route(scope, extensions);
     }
+}
+
+/// What of the request goes into the response's extensions.
+pub(super) struct Carried {
+    /// The keys of the scope's `state` to carry.
+    pub(super) state: ResponseState,
+    /// When the metrics want the app's route: the response's extensions, with a
+    /// [`PythonRoute`](crate::metrics::PythonRoute) to fill in.
+    pub(super) route_extensions: Option<http::Extensions>,
 }
 
 /// The extensions every HTTP scope advertises; copied per request so apps may mutate theirs.

@@ -16,13 +16,14 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body::Body;
 use tokio_util::sync::CancellationToken;
 
+use self::cycle::Carried;
 use self::response::internal_error;
 use super::body::{RequestBody, ResponseBody};
 use super::codec::{plain_response, request_head};
 use super::context::ResponseState;
 use super::cycle::submit_and_await;
 use crate::BoxError;
-use crate::metrics;
+use crate::metrics::{self, PythonRoute};
 use crate::python::EventLoop;
 
 /// Runs one HTTP request through the app.
@@ -51,11 +52,16 @@ where
     let failure = body_failure.clone();
     let response_state = response_state.clone();
     let queued = metrics::handles().map(|handles| (&handles.queue_wait, Instant::now()));
+    let route_extensions = metrics::enabled().then(PythonRoute::unknown);
     let answer = submit_and_await(event_loop, move |py, asked| {
         if let Some((queue_wait, queued)) = queued {
             queue_wait.record(queued.elapsed());
         }
-        cycle::start(py, head, body, failure, &root_path, response_state, asked);
+        let carried = Carried {
+            state: response_state,
+            route_extensions,
+        };
+        cycle::start(py, head, body, failure, &root_path, carried, asked);
     });
     // A broken or stalled request body is the client's fault: 400 or 408 unless the
     // response has started (the app, which saw a disconnect, may still answer, but too late).

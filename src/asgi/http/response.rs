@@ -2,6 +2,8 @@
 //! from the held-back head to the end, and the check of the body against the
 //! `content-length` the app declared.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -80,8 +82,8 @@ pub(super) struct AppResponse {
     /// `state` (set once the scope exists, when any key is declared).
     carried_state: Option<(ResponseState, Py<PyDict>)>,
     /// The scope, when the metrics want the app's route (`scope["route"]`, set by Starlette
-    /// and FastAPI as they route) on the response.
-    routed_scope: Option<Py<PyDict>>,
+    /// and FastAPI as they route) on the response, and the extensions to put it in.
+    routed_scope: Option<(Py<PyDict>, http::Extensions)>,
 }
 
 impl AppResponse {
@@ -96,9 +98,10 @@ impl AppResponse {
         }
     }
 
-    /// Puts the app's route into the response's extensions when the response starts.
-    pub(super) fn tell_route(&mut self, scope: Py<PyDict>) {
-        self.routed_scope = Some(scope);
+    /// Puts the app's route into `extensions`' [`PythonRoute`], which become the response's
+    /// extensions, when the response starts.
+    pub(super) fn tell_route(&mut self, scope: Py<PyDict>, extensions: http::Extensions) {
+        self.routed_scope = Some((scope, extensions));
     }
 
     /// Carries the declared keys of the request's `state` into the response's extensions
@@ -128,9 +131,11 @@ impl AppResponse {
         });
         match started {
             Ok((length, mut head, trailers)) => {
-                if let Some(scope) = &self.routed_scope {
-                    head.extensions
-                        .insert(PythonRoute(route_template(scope.bind(message.py()))));
+                if let Some((scope, mut extensions)) = self.routed_scope.take() {
+                    if let Some(route) = extensions.get_mut::<PythonRoute>() {
+                        route.0 = route_template(scope.bind(message.py()));
+                    }
+                    head.extensions = extensions;
                 }
                 if let Some((keys, state)) = &self.carried_state {
                     keys.put(state.bind(message.py()), &mut head.extensions);
@@ -315,7 +320,28 @@ fn route_template(scope: &Bound<'_, PyDict>) -> Option<Arc<str>> {
     let py = scope.py();
     let route = scope.get_item(intern!(py, "route")).ok()??;
     let path = route.getattr(intern!(py, "path")).ok()?;
-    Some(Arc::from(path.cast::<PyString>().ok()?.to_str().ok()?))
+    Some(shared_template(
+        path.cast::<PyString>().ok()?.to_str().ok()?,
+    ))
+}
+
+/// One `Arc` per route template, so that a response's route costs no allocation: an app
+/// has a bounded set of templates, and the cache stops growing past a bound in case not.
+fn shared_template(template: &str) -> Arc<str> {
+    const MAX_TEMPLATES: usize = 1024;
+    thread_local! {
+        static TEMPLATES: RefCell<HashMap<Box<str>, Arc<str>>> = RefCell::default();
+    }
+    TEMPLATES.with_borrow_mut(|templates| {
+        if let Some(shared) = templates.get(template) {
+            return shared.clone();
+        }
+        let shared = Arc::<str>::from(template);
+        if templates.len() < MAX_TEMPLATES {
+            templates.insert(template.into(), shared.clone());
+        }
+        shared
+    })
 }
 
 /// How the app's task ended, as far as an unfinished response goes.
