@@ -6,7 +6,8 @@
 
 Lifespan startup takes ``STARTUP_SECONDS`` (default 0.5): a replacement worker is not ready
 at once, so requests arriving meanwhile must be served by the worker it replaces. It fails
-while the file named by ``FAIL_STARTUP_IF`` exists (a bad deploy).
+while the file named by ``FAIL_STARTUP_IF`` exists (a bad deploy), and never ends while the
+file named by ``HANG_STARTUP_IF`` exists (a database that does not answer).
 """
 
 import asyncio
@@ -34,6 +35,8 @@ async def lifespan(receive, send):
         message = await receive()
         if message["type"] == "lifespan.startup":
             await asyncio.sleep(STARTUP_SECONDS)
+            while os.path.exists(os.environ.get("HANG_STARTUP_IF", "")):
+                await asyncio.sleep(0.1)
             if os.path.exists(os.environ.get("FAIL_STARTUP_IF", "")):
                 await send({"type": "lifespan.startup.failed", "message": "bad deploy"})
                 return

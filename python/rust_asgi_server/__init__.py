@@ -33,7 +33,7 @@ _OPTIONS = frozenset(
     server_header date_header headers env_file http ssl_certfile ssl_keyfile
     ssl_keyfile_password ssl_ca_certs ssl_cert_reqs reload reload_dirs reload_includes
     reload_excludes health_path loop_block_warn metrics_bind otel_endpoint access_log_format
-    static_path_route static_path_mount workers_max_rss workers_lifetime
+    static_path_route static_path_mount workers_max_rss workers_lifetime timeout_worker_startup
     """.split()
 )
 # Switches with a `--no-…` form: False turns them off. Other switches are off unless True.

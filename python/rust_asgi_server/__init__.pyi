@@ -73,6 +73,7 @@ class _RunOptions(_Options, total=False):
     workers: int | None
     workers_max_rss: int | None
     workers_lifetime: int | None
+    timeout_worker_startup: int | None
     loop: Literal["auto", "asyncio", "uvloop"] | None
     reload: bool | None
     reload_dirs: Iterable[_Path] | None

@@ -229,6 +229,18 @@ pub(super) struct Cli {
     )]
     pub workers_lifetime: Option<u64>,
 
+    /// Seconds a worker process (of --workers, --reload or a recycling limit) gets to
+    /// become ready (app imported, lifespan startup done, listening) before it is killed:
+    /// a first worker that does not fails the server; a replacement that does not leaves
+    /// the worker it was to replace serving.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub timeout_worker_startup: u64,
+
     /// HTTP versions spoken: `auto` (HTTP/1.1, and HTTP/2 by ALPN or prior knowledge),
     /// `1` or `2` only.
     #[arg(long, value_enum, default_value_t = HttpVersions::Auto)]
@@ -458,9 +470,10 @@ impl Cli {
         Some(limit.saturating_add(jitter))
     }
 
-    /// --workers-max-rss and --workers-lifetime.
+    /// --workers-max-rss, --workers-lifetime and --timeout-worker-startup.
     pub(super) fn recycling(&self) -> Limits {
         Limits::new(self.workers_max_rss, self.workers_lifetime)
+            .startup_within(Duration::from_secs(self.timeout_worker_startup))
     }
 
     /// The --static-path-route / --static-path-mount pairs; a usage error when they do not

@@ -120,6 +120,24 @@ def rss_mib(pid: int) -> float:
     raise KeyError("VmRSS")
 
 
+def sighup_under_load_leaves_the_old_workers_serving(server, broken_deploy):
+    """Once both workers serve, breaks the deploy (creates the file ``broken_deploy``) and
+    sends SIGHUP under load: no replacement takes over, no request fails, and only the old
+    workers answer."""
+    wait_ready(server, 2)
+    old = workers_of(server)
+    broken_deploy.touch()
+    with Load(server.url) as load:
+        os.kill(server.pid, signal.SIGHUP)
+        assert server.wait_for_log("SIGHUP: the workers not replaced yet keep serving", timeout=30), server.logs()
+        mark = load.wait_for_answers(0)
+        load.wait_for_answers(50, since=mark)
+    assert load.failures == []
+    assert handovers(server, "SIGHUP") == []
+    assert workers_of(server) == old
+    assert load.pids_since(mark) <= old
+
+
 def test_sighup_replaces_every_worker_one_at_a_time_without_a_failed_request(server_factory):
     server = server_factory(APP, "--workers", "2", "--no-access-log")
     wait_ready(server, 2)
@@ -147,23 +165,37 @@ def test_sighup_replaces_every_worker_one_at_a_time_without_a_failed_request(ser
 def test_a_replacement_that_cannot_start_leaves_the_old_workers_serving(server_factory, tmp_path):
     bad_deploy = tmp_path / "bad-deploy"
     server = server_factory(APP, "--workers", "2", "--no-access-log", env={"FAIL_STARTUP_IF": str(bad_deploy)})
-    wait_ready(server, 2)
-    old = workers_of(server)
-    bad_deploy.touch()
-    with Load(server.url) as load:
-        os.kill(server.pid, signal.SIGHUP)
-        assert server.wait_for_log("SIGHUP: the workers not replaced yet keep serving", timeout=30), server.logs()
-        mark = load.wait_for_answers(0)
-        load.wait_for_answers(50, since=mark)
-    assert load.failures == []
+    sighup_under_load_leaves_the_old_workers_serving(server, bad_deploy)
     assert "exited before it was ready" in server.logs()
-    assert handovers(server, "SIGHUP") == []
-    assert workers_of(server) == old
-    assert load.pids_since(mark) <= old
     # Fixed: the next SIGHUP goes through.
     bad_deploy.unlink()
     os.kill(server.pid, signal.SIGHUP)
     assert server.wait_for_log("every worker has been replaced (SIGHUP)", timeout=30), server.logs()
+
+
+def test_a_replacement_that_never_becomes_ready_is_killed_and_the_old_workers_keep_serving(
+    server_factory, tmp_path
+):
+    hung_deploy = tmp_path / "hung-deploy"
+    server = server_factory(
+        APP, "--workers", "2", "--timeout-worker-startup", "2", "--no-access-log",
+        env={"HANG_STARTUP_IF": str(hung_deploy)},
+    )
+    sighup_under_load_leaves_the_old_workers_serving(server, hung_deploy)
+    assert re.search(r"worker process \d+ is not ready after --timeout-worker-startup \(2s\): killing it", server.logs())
+
+
+def test_workers_that_never_become_ready_at_start_fail_the_server(tmp_path):
+    hung_deploy = tmp_path / "hung-deploy"
+    hung_deploy.touch()
+    result = run_until_exit(
+        APP, "--workers", "2", "--timeout-worker-startup", "1",
+        env={"HANG_STARTUP_IF": str(hung_deploy)}, timeout=30,
+    )
+    assert not result.timed_out, result.stderr
+    assert result.returncode != 0
+    assert "is not ready after --timeout-worker-startup (1s): killing it" in result.stderr
+    assert "failed to start" in result.stderr
 
 
 def test_workers_lifetime_replaces_even_a_single_worker_without_a_failed_request(server_factory):

@@ -126,7 +126,7 @@ impl Supervisor {
         let mut state = State::new(launcher, self.workers, self.limits, self.reload.is_some());
         let mut checks = self
             .limits
-            .any()
+            .checked()
             .then(|| tokio::time::interval(CHECK_EVERY));
         tracing::info!(
             "supervisor (pid {}) starting {} worker process{}",

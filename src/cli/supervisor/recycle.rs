@@ -58,13 +58,16 @@ impl Cause {
     }
 }
 
-/// The limits past which a healthy worker is replaced; both off by default.
+/// The limits past which a healthy worker is replaced, both off by default, and the time
+/// a worker gets to become ready (none by default).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Limits {
     /// `--workers-max-rss`, in bytes.
     pub(super) max_rss: Option<u64>,
     /// `--workers-lifetime`.
     pub(super) lifetime: Option<Duration>,
+    /// `--timeout-worker-startup`.
+    pub(super) startup: Option<Duration>,
 }
 
 impl Limits {
@@ -73,12 +76,32 @@ impl Limits {
         Limits {
             max_rss: max_rss_mib.map(|mib| mib.saturating_mul(1 << 20)),
             lifetime: lifetime_seconds.map(Duration::from_secs),
+            startup: None,
         }
     }
 
-    /// Whether the supervisor has to look at its workers periodically.
+    /// A worker not ready `startup` after it started is killed.
+    pub(crate) fn startup_within(self, startup: Duration) -> Self {
+        Limits {
+            startup: Some(startup),
+            ..self
+        }
+    }
+
+    /// Whether a healthy worker is ever replaced: then even one worker has a supervisor.
     pub(crate) fn any(&self) -> bool {
         self.max_rss.is_some() || self.lifetime.is_some()
+    }
+
+    /// Whether the supervisor has to look at its workers periodically.
+    pub(super) fn checked(&self) -> bool {
+        self.any() || self.startup.is_some()
+    }
+
+    /// Whether a worker started at `started` and not ready yet is late at `now`.
+    pub(super) fn late_to_start(&self, started: Instant, now: Instant) -> bool {
+        self.startup
+            .is_some_and(|startup| now.saturating_duration_since(started) >= startup)
     }
 
     /// When a worker started at `started` is due for replacement by age, if ever.

@@ -47,6 +47,8 @@ struct Worker {
     /// A replacement failed to start: no new attempt for `--workers-max-rss` or
     /// `--workers-lifetime` before this.
     not_before: Option<Instant>,
+    /// Killed for not becoming ready in time; its exit is on its way.
+    killed: bool,
 }
 
 /// Which processes serve a slot.
@@ -199,6 +201,7 @@ impl<P: Processes> State<P> {
             ready: false,
             retire_at: self.limits.retire_at(started),
             not_before: None,
+            killed: false,
         }
     }
 
@@ -455,6 +458,7 @@ impl<P: Processes> State<P> {
     /// The periodic look at `--workers-max-rss` and `--workers-lifetime`, at `now`: a
     /// worker past either is queued for replacement.
     pub(super) fn check_limits(&mut self, now: Instant) {
+        self.kill_late_starters(now);
         if self.phase != Phase::Serving {
             return;
         }
@@ -495,6 +499,34 @@ impl<P: Processes> State<P> {
             });
         }
         self.advance();
+    }
+
+    /// Kills the workers not ready `--timeout-worker-startup` after they started (an app
+    /// whose import or lifespan startup hangs): their exit then counts as a failure to
+    /// start, of the server or of a replacement, as if they had crashed.
+    fn kill_late_starters(&mut self, now: Instant) {
+        if self.phase == Phase::Stopping {
+            return;
+        }
+        for slot in &mut self.slots {
+            let starting = match &mut slot.stage {
+                Stage::Running(worker) | Stage::Replacing { next: worker, .. } => worker,
+                Stage::Empty | Stage::Restarting(_) => continue,
+            };
+            if starting.ready
+                || starting.killed
+                || !self.limits.late_to_start(starting.started, now)
+            {
+                continue;
+            }
+            tracing::error!(
+                "worker process {} is not ready after --timeout-worker-startup ({}s): killing it",
+                starting.pid,
+                self.limits.startup.unwrap_or_default().as_secs()
+            );
+            self.processes.signal(starting.pid, Signal::SIGKILL);
+            starting.killed = true;
+        }
     }
 
     /// SIGHUP: every worker is replaced, one at a time, each only once its replacement is
@@ -648,10 +680,18 @@ mod tests {
     }
 
     fn terminated(state: &State<Fake>) -> Vec<u32> {
+        signalled(state, Signal::SIGTERM)
+    }
+
+    fn killed(state: &State<Fake>) -> Vec<u32> {
+        signalled(state, Signal::SIGKILL)
+    }
+
+    fn signalled(state: &State<Fake>, sent: Signal) -> Vec<u32> {
         let signals = &state.processes.signals;
         signals
             .iter()
-            .filter(|(_, signal)| *signal == Signal::SIGTERM)
+            .filter(|(_, signal)| *signal == sent)
             .map(|(pid, _)| *pid)
             .collect()
     }
@@ -757,6 +797,45 @@ mod tests {
         assert_eq!(state.processes.started[3..], [(0, 4)]);
         ready(&mut state, 0, 4);
         assert_eq!(terminated(&state), [1]);
+    }
+
+    #[test]
+    fn a_replacement_that_never_becomes_ready_is_killed_and_the_old_worker_keeps_serving() {
+        let limits = Limits::default().startup_within(Duration::from_secs(30));
+        let mut state = serving(2, limits);
+        state.hangup();
+        assert_eq!(state.processes.started[2..], [(0, 3)]);
+        state.check_limits(Instant::now() + Duration::from_secs(29));
+        assert!(killed(&state).is_empty());
+        state.check_limits(Instant::now() + Duration::from_secs(31));
+        state.check_limits(Instant::now() + Duration::from_secs(32));
+        assert_eq!(killed(&state), [3], "killed once");
+        exited(&mut state, 0, 3, -9);
+        assert!(terminated(&state).is_empty(), "worker 1 still serves");
+        assert_eq!(state.census(), census(0, 2, 0));
+        assert!(state.failure.is_none());
+    }
+
+    #[test]
+    fn a_first_worker_that_never_becomes_ready_fails_the_server() {
+        let limits = Limits::default().startup_within(Duration::from_secs(30));
+        let mut state = State::new(Fake::default(), 1, limits, false);
+        state.start_all();
+        state.check_limits(Instant::now() + Duration::from_secs(31));
+        assert_eq!(killed(&state), [1]);
+        exited(&mut state, 0, 1, -9);
+        assert!(state.failure.is_some() && state.finished());
+    }
+
+    #[test]
+    fn a_worker_restarted_after_a_crash_is_killed_if_it_never_becomes_ready() {
+        let limits = Limits::default().startup_within(Duration::from_secs(30));
+        let mut state = serving(2, limits);
+        exited(&mut state, 1, 2, 1);
+        state.handle(Event::Due { slot: 1 });
+        assert_eq!(state.processes.started[2..], [(1, 3)]);
+        state.check_limits(Instant::now() + Duration::from_secs(31));
+        assert_eq!(killed(&state), [3], "the ready worker 1 is left alone");
     }
 
     #[test]
