@@ -62,9 +62,7 @@ pub(super) fn start(
         if !response_state.is_empty() {
             scope_state = scope.get_item(intern!(py, "state"))?;
         }
-        if route_extensions.is_some() {
-            routed_scope = Some(scope.clone().unbind());
-        }
+        routed_scope = route_extensions.map(|extensions| (scope.clone().unbind(), extensions));
         Ok(scope)
     });
     let Some(cycle) = started else { return };
@@ -75,7 +73,7 @@ pub(super) fn start(
     {
         cycle.response.carry_state(response_state, state.unbind());
     }
-    if let (Some(scope), Some(extensions)) = (routed_scope, route_extensions) {
+    if let Some((scope, extensions)) = routed_scope {
         cycle.response.tell_route(scope, extensions);
     }
 }
