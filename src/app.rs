@@ -24,6 +24,7 @@ pub struct PythonApp {
     root_path: String,
     lifespan: LifespanMode,
     ws_max_size: usize,
+    ws_per_message_deflate: bool,
     /// The server's shutdown stages, which the app's websockets watch too.
     shutdown: Shutdown,
 }
@@ -35,6 +36,7 @@ pub struct PythonAppBuilder {
     root_path: String,
     lifespan: LifespanMode,
     ws_max_size: usize,
+    ws_per_message_deflate: bool,
     rust_modules: Vec<(&'static str, ModuleInit)>,
     /// Serve on the asyncio loop running on the thread that calls `start`.
     on_running_loop: bool,
@@ -70,6 +72,7 @@ impl PythonApp {
             self.event_loop.clone(),
             self.root_path.clone(),
             self.ws_max_size,
+            self.ws_per_message_deflate,
             self.shutdown.clone(),
         )
     }
@@ -170,6 +173,7 @@ impl PythonAppBuilder {
             root_path: String::new(),
             lifespan: LifespanMode::Auto,
             ws_max_size: defaults::WS_MAX_SIZE,
+            ws_per_message_deflate: defaults::WS_PER_MESSAGE_DEFLATE,
             rust_modules: Vec::new(),
             on_running_loop: false,
         }
@@ -214,6 +218,13 @@ impl PythonAppBuilder {
     /// Largest websocket message accepted from a client, in bytes.
     pub fn ws_max_size(mut self, bytes: usize) -> Self {
         self.ws_max_size = bytes;
+        self
+    }
+
+    /// Whether websockets are compressed (permessage-deflate, RFC 7692) with clients that
+    /// offer it (default: on, as uvicorn does).
+    pub fn ws_per_message_deflate(mut self, enabled: bool) -> Self {
+        self.ws_per_message_deflate = enabled;
         self
     }
 
@@ -273,6 +284,7 @@ impl PythonAppBuilder {
             root_path: self.root_path,
             lifespan: self.lifespan,
             ws_max_size: self.ws_max_size,
+            ws_per_message_deflate: self.ws_per_message_deflate,
             shutdown: Shutdown::default(),
         })
     }

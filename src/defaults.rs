@@ -37,6 +37,10 @@ pub(crate) const MAX_HEADERS: usize = 128;
 /// Largest websocket message accepted from a client (`--ws-max-size`): 16 MiB.
 pub(crate) const WS_MAX_SIZE: usize = 16 * 1024 * 1024;
 
+/// Websockets are compressed with clients that offer permessage-deflate
+/// (`--ws-per-message-deflate`), as uvicorn does.
+pub(crate) const WS_PER_MESSAGE_DEFLATE: bool = true;
+
 /// Peers whose proxy headers are believed (`--forwarded-allow-ips`).
 pub(crate) const FORWARDED_ALLOW_IPS: &str = "127.0.0.1";
 

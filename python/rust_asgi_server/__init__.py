@@ -27,7 +27,7 @@ __all__ = ["ClientDisconnected", "Server", "run"]
 _OPTIONS = frozenset(
     """
     host port bind uds fd backlog workers app_dir factory interface loop lifespan root_path
-    log_level log_format access_log ws_max_size timeout_keep_alive timeout_header_read
+    log_level log_format access_log ws_max_size ws_per_message_deflate timeout_keep_alive timeout_header_read
     timeout_request_body timeout_graceful_shutdown proxy_headers forwarded_allow_ips
     limit_concurrency limit_request_body limit_max_requests limit_max_requests_jitter
     server_header date_header headers env_file http ssl_certfile ssl_keyfile
@@ -38,6 +38,8 @@ _OPTIONS = frozenset(
 )
 # Switches with a `--no-…` form: False turns them off. Other switches are off unless True.
 _NEGATABLE = frozenset({"access_log", "proxy_headers", "server_header", "date_header"})
+# Flags taking `true` or `false`, as uvicorn's of the same name do.
+_BOOLEAN_VALUED = frozenset({"ws_per_message_deflate"})
 # Repeatable flags, given a list, and their singular flag names.
 _REPEATED = {
     "headers": "--header",
@@ -59,6 +61,9 @@ def _argv(app: Any, options: dict[str, Any]) -> list[str]:
             raise TypeError(f"unexpected keyword argument {name!r}")
         flag = "--" + name.replace("_", "-")
         if value is None:
+            continue
+        if name in _BOOLEAN_VALUED:
+            argv += [flag, "true" if value else "false"]
             continue
         if isinstance(value, bool):
             if value:

@@ -40,6 +40,7 @@ class _Options(TypedDict, total=False):
     access_log: bool | None
     access_log_format: str | None
     ws_max_size: int | None
+    ws_per_message_deflate: bool | None
     timeout_keep_alive: int | None
     timeout_header_read: int | None
     timeout_request_body: int | None

@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use http_body::Body;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::body::ResponseBody;
 use super::context::{ResponseState, ScopeState};
@@ -29,8 +28,8 @@ pub struct AsgiService {
 struct ServiceConfig {
     event_loop: EventLoop,
     root_path: Arc<str>,
-    /// Limits the websockets of this app accept from clients.
-    websocket: WebSocketConfig,
+    /// How this app's websockets are carried: their message limit and compression.
+    websocket: websocket::Settings,
     /// Websockets close when the server shuts down.
     shutdown: Shutdown,
     /// Request extensions the app sees in `scope["state"]`.
@@ -44,11 +43,10 @@ impl AsgiService {
         event_loop: EventLoop,
         root_path: String,
         ws_max_size: usize,
+        ws_per_message_deflate: bool,
         shutdown: Shutdown,
     ) -> Self {
-        let websocket = WebSocketConfig::default()
-            .max_message_size(Some(ws_max_size))
-            .max_frame_size(Some(ws_max_size));
+        let websocket = websocket::Settings::new(ws_max_size, ws_per_message_deflate);
         AsgiService {
             shared: Arc::new(ServiceConfig {
                 event_loop,
@@ -136,7 +134,7 @@ where
                 websocket::handle(
                     &shared.event_loop,
                     &shared.root_path,
-                    shared.websocket,
+                    &shared.websocket,
                     &shared.shutdown,
                     parts,
                 )

@@ -94,6 +94,11 @@ pub(super) struct Cli {
     #[arg(long, default_value_t = defaults::WS_MAX_SIZE)]
     pub ws_max_size: usize,
 
+    /// Compress websocket messages with clients that offer permessage-deflate: true or
+    /// false.
+    #[arg(long, value_name = "BOOL", default_value_t = defaults::WS_PER_MESSAGE_DEFLATE, action = clap::ArgAction::Set)]
+    pub ws_per_message_deflate: bool,
+
     /// Close a connection that has waited this many seconds after a response for its next
     /// request.
     #[arg(long, default_value_t = 5)]
@@ -503,6 +508,7 @@ impl Cli {
             .lifespan(self.lifespan)
             .root_path(&self.root_path)
             .ws_max_size(self.ws_max_size)
+            .ws_per_message_deflate(self.ws_per_message_deflate)
     }
 
     pub(super) fn server_options(&self) -> ServerOptions {

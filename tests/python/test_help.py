@@ -23,7 +23,7 @@ UVICORN_FLAGS = [
 DEFAULTED = [
     "--host", "--port", "--workers", "--backlog", "--root-path", "--forwarded-allow-ips",
     "--timeout-keep-alive", "--timeout-graceful-shutdown", "--limit-concurrency",
-    "--limit-max-requests", "--lifespan", "--log-level", "--http", "--ws-max-size", "--loop",
+    "--limit-max-requests", "--lifespan", "--log-level", "--http", "--ws-max-size", "--ws-per-message-deflate", "--loop",
     "--workers-max-rss", "--workers-lifetime", "--metrics-bind", "--timeout-worker-startup",
 ]
 

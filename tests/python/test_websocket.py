@@ -205,19 +205,6 @@ def test_echo_one_megabyte_message(ws_server, kind):
     run(main())
 
 
-def test_echo_with_permessage_deflate_offered(ws_server):
-    """The client offers permessage-deflate (websockets does by default): whether or not the
-    server accepts the offer, messages must arrive intact."""
-
-    async def main():
-        async with ws_connect(ws_server, "/echo", compression="deflate", max_size=2**22) as ws:
-            payload = "compressible " * 100_000
-            await ws.send(payload)
-            assert await recv(ws, 30) == payload
-
-    run(main())
-
-
 def test_ping_from_the_client_is_answered(ws_server):
     async def main():
         async with ws_connect(ws_server, "/echo", ping_interval=None) as ws:

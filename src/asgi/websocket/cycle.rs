@@ -8,12 +8,11 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt};
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
+use yawc::Frame;
 
 use super::event::{Event, close_frame};
-use super::io::{self, Connection};
+use super::io::{self, Connection, Settings};
 use crate::asgi::awaitable::ready;
 use crate::asgi::body::{ResponseBody, app_bytes};
 use crate::asgi::codec::{
@@ -33,8 +32,10 @@ const INCOMING_CAPACITY: usize = 16;
 /// What accepting the handshake needs besides the answer.
 pub(super) struct Handshake {
     pub(super) on_upgrade: OnUpgrade,
-    pub(super) accept_key: String,
-    pub(super) config: WebSocketConfig,
+    /// The headers the 101 answer must carry: `Upgrade`, `Connection`, `Sec-WebSocket-Accept`,
+    /// and `Sec-WebSocket-Extensions` when an extension was agreed.
+    pub(super) upgrade_headers: http::HeaderMap,
+    pub(super) settings: Settings,
     pub(super) shutdown: Shutdown,
 }
 
@@ -117,12 +118,12 @@ struct Source {
 pub(super) struct WebSocketCycle {
     event_loop: EventLoop,
     inbox: Inbox<Source, Event>,
-    outbox: Outbox<Message>,
+    outbox: Outbox<Frame>,
     phase: Phase,
 }
 
 /// A frame for the connection, queued once the cycle is no longer borrowed.
-type Push = Option<(mpsc::Sender<Message>, Message)>;
+type Push = Option<(mpsc::Sender<Frame>, Frame)>;
 
 impl Cycle for WebSocketCycle {
     const PROTOCOL: &'static str = "a websocket";
@@ -216,7 +217,7 @@ impl WebSocketCycle {
         &mut self.inbox
     }
 
-    fn outbox(&mut self) -> &mut Outbox<Message> {
+    fn outbox(&mut self) -> &mut Outbox<Frame> {
         &mut self.outbox
     }
 
@@ -251,25 +252,21 @@ impl WebSocketCycle {
         let (handshake, answer, incoming) = self.take_handshake("websocket.accept")?;
         let Handshake {
             on_upgrade,
-            accept_key,
-            config,
+            upgrade_headers,
+            settings,
             shutdown,
         } = *handshake;
-        let accept_key =
-            HeaderValue::from_str(&accept_key).expect("base64 is a valid header value");
+        let extensions = upgrade_headers
+            .get(http::header::SEC_WEBSOCKET_EXTENSIONS)
+            .cloned();
         let mut response = Response::new(ResponseBody::full(Bytes::new(), None));
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         *response.headers_mut() = headers;
-        let response_headers = response.headers_mut();
-        response_headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
-        response_headers.insert(
-            http::header::CONNECTION,
-            HeaderValue::from_static("upgrade"),
-        );
-        response_headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, accept_key);
+        response.headers_mut().extend(upgrade_headers);
         let connection = io::spawn(
             on_upgrade,
-            config,
+            extensions,
+            settings,
             incoming,
             &shutdown,
             self.event_loop.runtime(),
@@ -286,12 +283,12 @@ impl WebSocketCycle {
             other => return Err(refusal(other, "websocket.send")),
         };
         let frame = if let Some(text) = optional(message, intern!(py, "text"))? {
-            Message::Text(text.extract::<String>()?.into())
+            Frame::text(text.extract::<String>()?)
         } else if let Some(bytes) = optional(message, intern!(py, "bytes"))? {
             let bytes = bytes
                 .cast::<PyBytes>()
                 .map_err(|_| wrong_type("'websocket.send' bytes must be bytes"))?;
-            Message::Binary(app_bytes(bytes))
+            Frame::binary(app_bytes(bytes))
         } else {
             return Err(bad_value(
                 "'websocket.send' needs a 'text' or a 'bytes' key",

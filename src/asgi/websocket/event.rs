@@ -5,8 +5,8 @@ use bytes::Bytes;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use yawc::Frame;
+use yawc::close::CloseCode;
 
 use crate::asgi::parking::IntoMessage;
 
@@ -57,9 +57,6 @@ impl IntoMessage for Event {
 }
 
 /// A close frame with `code` and `reason`.
-pub(super) fn close_frame(code: u16, reason: String) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: code.into(),
-        reason: reason.into(),
-    }))
+pub(super) fn close_frame(code: u16, reason: String) -> Frame {
+    Frame::close(CloseCode::from(code), reason)
 }

@@ -1,20 +1,21 @@
 //! The socket pump of an accepted websocket: frames from the client go to the app with
-//! backpressure, frames from the app go to the client; pings are answered by tungstenite.
+//! backpressure, frames from the app go to the client; pings are answered by yawc.
 
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::OnUpgrade;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use http::HeaderValue;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-
 use tokio_util::sync::CancellationToken;
+use yawc::streaming::Streaming;
+use yawc::{Frame, OpCode, Options, Role, WebSocket, WebSocketError};
 
 use super::event::{ABNORMAL_CLOSURE, Event, close_frame};
+use super::message::Assembler;
 use crate::metrics::Counted;
 use crate::shutdown::Shutdown;
 
@@ -29,7 +30,7 @@ const SERVICE_RESTART_GRACE: Duration = Duration::from_secs(1);
 /// The cycle's side of an accepted websocket's connection task.
 pub(super) struct Connection {
     /// Frames for the client.
-    pub(super) frames: mpsc::Sender<Message>,
+    pub(super) frames: mpsc::Sender<Frame>,
     /// Fired before the app hears that the session ends (the client's close frame, a broken
     /// connection, shutdown): whatever the app sends after that has no one to go to.
     pub(super) closing: CancellationToken,
@@ -45,11 +46,47 @@ impl Connection {
     }
 }
 
+/// How an app's websockets are carried: messages up to `max_size` bytes are accepted from
+/// clients, and permessage-deflate (RFC 7692) is agreed with a client that offers it when
+/// the server allows it.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    max_size: usize,
+    options: Options,
+}
+
+impl Settings {
+    pub(crate) fn new(max_size: usize, per_message_deflate: bool) -> Self {
+        // yawc refuses a frame of its limit or more; ours is the largest message accepted.
+        let limit = max_size.saturating_add(1);
+        let options = Options::default()
+            .with_max_payload_read(limit)
+            .with_no_delay();
+        let options = if per_message_deflate {
+            // An empty message is sent uncompressed: yawc 0.5 compressing one right after
+            // another message loops forever (its sync flush waits for output zlib never
+            // writes).
+            options
+                .with_balanced_compression()
+                .with_compression_threshold(1)
+        } else {
+            options.without_compression()
+        };
+        Settings { max_size, options }
+    }
+
+    /// What yawc is given: the frame limit and the compression offered.
+    pub(super) fn options(&self) -> &Options {
+        &self.options
+    }
+}
+
 /// Starts the connection task of an accepted websocket on `runtime`; events for the app go
-/// to `incoming`.
+/// to `incoming`. `extensions` is what the 101 agreed (`Sec-WebSocket-Extensions`).
 pub(super) fn spawn(
     on_upgrade: OnUpgrade,
-    config: WebSocketConfig,
+    extensions: Option<HeaderValue>,
+    settings: Settings,
     incoming: mpsc::Sender<Event>,
     shutdown: &Shutdown,
     runtime: &tokio::runtime::Handle,
@@ -69,7 +106,8 @@ pub(super) fn spawn(
     shutdown.tasks.spawn_on(
         run_connection(
             on_upgrade,
-            config,
+            extensions,
+            settings,
             session,
             frames_rx,
             app_ended,
@@ -84,7 +122,7 @@ pub(super) fn spawn(
 #[derive(Clone)]
 struct Session {
     incoming: mpsc::Sender<Event>,
-    outgoing: mpsc::Sender<Message>,
+    outgoing: mpsc::Sender<Frame>,
     closing: CancellationToken,
 }
 
@@ -96,15 +134,63 @@ impl Session {
     }
 }
 
+/// yawc's frame layer over the upgraded connection, as a stream that keeps its errors: the
+/// app hears why the client's frames were refused. The stream ends once the connection is
+/// closed (a close frame read, or the socket at its end).
+struct Frames(Streaming<TokioIo<Upgraded>>);
+
+impl Stream for Frames {
+    type Item = Result<Frame, WebSocketError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match ready!(self.get_mut().0.poll_next_frame(cx)) {
+            Err(WebSocketError::ConnectionClosed) => Poll::Ready(None),
+            read => Poll::Ready(Some(read)),
+        }
+    }
+}
+
+impl Sink<Frame> for Frames {
+    type Error = WebSocketError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.get_mut().0.poll_ready_unpin(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, frame: Frame) -> Result<(), Self::Error> {
+        self.get_mut().0.start_send_unpin(frame)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.get_mut().0.poll_flush_unpin(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.get_mut().0.poll_close_unpin(cx)
+    }
+}
+
+/// The close code the app hears for a frame yawc refused. yawc has queued a close frame
+/// with that code for the client (1003 for an unknown opcode: see [`run_connection`]).
+fn refused_frame_code(error: &WebSocketError) -> u16 {
+    match error {
+        WebSocketError::FrameTooLarge => 1009,
+        WebSocketError::InvalidUTF8 => 1007,
+        WebSocketError::IoError(_) => ABNORMAL_CLOSURE,
+        _ => 1002,
+    }
+}
+
 /// Runs an accepted websocket: frames from the client go to the app with backpressure,
-/// frames from the app go to the client; pings are answered by tungstenite. When the server
+/// frames from the app go to the client; pings are answered by yawc. When the server
 /// drains, both sides are told [`SERVICE_RESTART`]; when it closes, or the app ended without
 /// closing, the socket is dropped.
 async fn run_connection(
     on_upgrade: OnUpgrade,
-    config: WebSocketConfig,
+    extensions: Option<HeaderValue>,
+    settings: Settings,
     session: Session,
-    mut outgoing_rx: mpsc::Receiver<Message>,
+    mut outgoing_rx: mpsc::Receiver<Frame>,
     app_ended: CancellationToken,
     shutdown: Shutdown,
 ) {
@@ -113,9 +199,18 @@ async fn run_connection(
         Err(_) => return session.ended(ABNORMAL_CLOSURE, String::new()).await,
     };
     let _open = Counted::websocket();
-    let socket =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-    let (mut sink, mut stream) = socket.split();
+    let extensions = extensions.as_ref().and_then(|value| value.to_str().ok());
+    let socket = WebSocket::from_stream_with_extensions(
+        TokioIo::new(upgraded),
+        Role::Server,
+        extensions,
+        settings.options,
+    );
+    let Ok(socket) = socket else {
+        // The extensions were agreed from these very options: this does not happen.
+        return session.ended(ABNORMAL_CLOSURE, String::new()).await;
+    };
+    let (mut sink, mut stream) = Frames(socket.into_streaming()).split();
     let restart = {
         let session = session.clone();
         let draining = shutdown.draining.clone();
@@ -136,9 +231,15 @@ async fn run_connection(
     let dropped = CancellationToken::new();
     // The client's frames are all read: its close handshake is done, or it is gone.
     let read_all = CancellationToken::new();
+    // The server's close frame is written: the client's close frame answers it.
+    let close_sent = CancellationToken::new();
     let writer = {
-        let (closing, dropped, read_all) =
-            (session.closing.clone(), dropped.clone(), read_all.clone());
+        let (closing, dropped, read_all, close_sent) = (
+            session.closing.clone(),
+            dropped.clone(),
+            read_all.clone(),
+            close_sent.clone(),
+        );
         async move {
             let mut app_ended_heard = false;
             loop {
@@ -146,7 +247,10 @@ async fn run_connection(
                     biased;
                     frame = outgoing_rx.recv() => {
                         let Some(frame) = frame else { break };
-                        let closing = matches!(frame, Message::Close(_));
+                        let closing = frame.opcode() == OpCode::Close;
+                        if closing {
+                            close_sent.cancel();
+                        }
                         if sink.send(frame).await.is_err() || closing {
                             break;
                         }
@@ -167,50 +271,66 @@ async fn run_connection(
             }
         }
     };
-    let reader = async move {
-        let _read_all = read_all.drop_guard();
-        while let Some(frame) = stream.next().await {
-            let event = match frame {
-                Ok(Message::Text(text)) => Event::Text(text.as_str().to_owned()),
-                Ok(Message::Binary(bytes)) => Event::Binary(bytes),
-                Ok(Message::Close(frame)) => Event::Disconnect {
-                    code: frame.as_ref().map_or(1005, |frame| u16::from(frame.code)),
-                    reason: frame
-                        .map(|frame| frame.reason.as_str().to_owned())
-                        .unwrap_or_default(),
-                },
-                Ok(_) => continue,
-                Err(err) => {
-                    let code = match err {
-                        WsError::Capacity(_) => 1009,
-                        WsError::Utf8(_) => 1007,
-                        // The peer vanished: nothing to close, and 1006 for the app.
-                        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-                            ABNORMAL_CLOSURE
-                        }
-                        WsError::Protocol(_) => 1002,
-                        _ => ABNORMAL_CLOSURE,
-                    };
-                    if code != ABNORMAL_CLOSURE {
-                        let _ = session
-                            .outgoing
-                            .send(close_frame(code, String::new()))
-                            .await;
+    let reader = {
+        let dropped = dropped.clone();
+        async move {
+            let _read_all = read_all.drop_guard();
+            let mut messages = Assembler::new(settings.max_size);
+            while let Some(frame) = stream.next().await {
+                let frame = match frame {
+                    Ok(frame) => frame,
+                    // An unknown opcode is a protocol error (1002), which yawc closes with
+                    // 1003: the connection is dropped before that frame goes out.
+                    Err(WebSocketError::InvalidOpCode(_)) => {
+                        session.ended(1002, String::new()).await;
+                        return dropped.cancel();
                     }
-                    return session.ended(code, String::new()).await;
+                    Err(error) => {
+                        session
+                            .ended(refused_frame_code(&error), String::new())
+                            .await;
+                        // Keep polling: that writes the close frame yawc queued.
+                        while stream.next().await.is_some() {}
+                        return;
+                    }
+                };
+                let event = match frame.opcode() {
+                    OpCode::Ping | OpCode::Pong => continue,
+                    // RFC 6455 §5.5: a control frame's payload is at most 125 bytes. yawc
+                    // queued its echo of this one, so the connection is dropped instead.
+                    OpCode::Close if frame.payload().len() > 125 => {
+                        session.ended(1002, String::new()).await;
+                        return dropped.cancel();
+                    }
+                    OpCode::Close => {
+                        let code = frame.close_code().map_or(1005, u16::from);
+                        let reason = frame.close_reason().ok().flatten().unwrap_or_default();
+                        session.ended(code, reason.to_owned()).await;
+                        if !close_sent.is_cancelled() {
+                            // Keep polling after the close frame: that writes yawc's reply.
+                            while stream.next().await.is_some() {}
+                        }
+                        return;
+                    }
+                    _ => match messages.push(frame) {
+                        Ok(Some(event)) => event,
+                        Ok(None) => continue,
+                        Err(refused) => {
+                            let code = refused.close_code();
+                            let _ = session
+                                .outgoing
+                                .send(close_frame(code, String::new()))
+                                .await;
+                            return session.ended(code, String::new()).await;
+                        }
+                    },
+                };
+                if session.incoming.send(event).await.is_err() {
+                    return;
                 }
-            };
-            if let Event::Disconnect { code, reason } = event {
-                session.ended(code, reason).await;
-                // Keep polling after the close frame: that flushes tungstenite's close reply.
-                while let Some(Ok(_)) = stream.next().await {}
-                return;
             }
-            if session.incoming.send(event).await.is_err() {
-                return;
-            }
+            session.ended(ABNORMAL_CLOSURE, String::new()).await;
         }
-        session.ended(ABNORMAL_CLOSURE, String::new()).await;
     };
     tokio::select! {
         _ = async { tokio::join!(writer, reader) } => {}
