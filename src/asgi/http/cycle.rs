@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use tokio_util::sync::CancellationToken;
 
-use super::BodyFailure;
+use super::body_failure::BodyFailure;
 use super::response::{AppResponse, Ending, Step};
 use crate::asgi::awaitable::ready;
 use crate::asgi::body::{IncomingBody, RequestBody, ResponseBody, StreamItem};

@@ -5,21 +5,21 @@
 //! 3. `send` builds the response ([`response`]), handed back in one piece when the first
 //!    body message is also the last, otherwise with a bounded channel that streams the rest.
 
+mod body_failure;
 mod cycle;
 mod response;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use http::{HeaderValue, Response, StatusCode};
+use http::Response;
 use http_body::Body;
-use tokio_util::sync::CancellationToken;
 
+use self::body_failure::BodyFailure;
 use self::cycle::Carried;
 use self::response::internal_error;
 use super::body::{RequestBody, ResponseBody};
-use super::codec::{plain_response, request_head};
+use super::codec::request_head;
 use super::context::ResponseState;
 use super::cycle::submit_and_await;
 use crate::BoxError;
@@ -67,55 +67,7 @@ where
     // response has started (the app, which saw a disconnect, may still answer, but too late).
     tokio::select! {
         biased;
-        () = body_failure.fired.cancelled() => body_failure.response(),
+        () = body_failure.failed() => body_failure.response(),
         response = answer => response.unwrap_or_else(internal_error),
-    }
-}
-
-/// Why the request body could not be read, as the client's answer tells it: a broken
-/// framing or a client gone (400), or a body that stopped arriving (408; the server's
-/// body timeout fails it with an `io::Error` of kind `TimedOut`).
-#[derive(Clone, Default)]
-pub(super) struct BodyFailure {
-    fired: CancellationToken,
-    stalled: Arc<AtomicBool>,
-}
-
-impl BodyFailure {
-    /// Records a failed read of the body; fired before the app hears of it, so its end is
-    /// never taken for its own mistake.
-    fn fail(&self, err: &BoxError) {
-        let mut causes =
-            std::iter::successors(Some(&**err as &dyn std::error::Error), |err| err.source());
-        let stalled = causes.any(|cause| {
-            cause
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        });
-        if stalled {
-            tracing::info!("{err}");
-        } else {
-            tracing::debug!("the request body failed: {err}");
-        }
-        self.stalled.store(stalled, Ordering::Relaxed);
-        self.fired.cancel();
-    }
-
-    fn has_failed(&self) -> bool {
-        self.fired.is_cancelled()
-    }
-
-    /// The answer to a request whose body could not be read; its framing is lost, so the
-    /// connection closes.
-    fn response(&self) -> Response<ResponseBody> {
-        let mut response = if self.stalled.load(Ordering::Relaxed) {
-            plain_response(StatusCode::REQUEST_TIMEOUT, "Request Timeout")
-        } else {
-            plain_response(StatusCode::BAD_REQUEST, "Bad Request")
-        };
-        response
-            .headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-        response
     }
 }
