@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::{ALT_SVC, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{Either, Empty};
@@ -42,7 +43,7 @@ use crate::telemetry::RequestSpan;
 
 /// How long a closing connection may still write: the 500s of the requests shutdown cut off
 /// unanswered go out in one write each; a response still streaming is cut off after it.
-const CLOSING_FLUSH: Duration = Duration::from_millis(250);
+pub(super) const CLOSING_FLUSH: Duration = Duration::from_millis(250);
 
 /// The hyper connection builder for the HTTP versions spoken, configured once.
 ///
@@ -127,6 +128,44 @@ impl RequestBudget {
     }
 }
 
+/// The service a server serves, as its connections of every HTTP version need it: what
+/// [`Server::new`](super::Server::new) accepts, named once for the server's own functions.
+pub(super) trait Routed<B>:
+    tower::Service<
+        Request<axum::body::Body>,
+        Response = Response<B>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> Routed<B> for S
+where
+    S: tower::Service<Request<axum::body::Body>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+}
+
+/// The response body of a [`Routed`] service, as the connections send it.
+pub(super) trait RoutedBody:
+    Body<Data: Send, Error: Into<BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B> RoutedBody for B
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+}
+
 /// What every connection of one listener shares.
 pub(crate) struct ConnectionSetup<S> {
     pub service: S,
@@ -144,6 +183,9 @@ pub(crate) struct ConnectionSetup<S> {
     /// A server span per request (`telemetry`).
     pub request_spans: bool,
     pub proxy_headers: Option<Arc<TrustedProxies>>,
+    /// `Alt-Svc` announcing HTTP/3 on this listener's port (`--http3`), on every response
+    /// that has none.
+    pub alt_svc: Option<HeaderValue>,
     pub budget: Option<Arc<RequestBudget>>,
     /// `--health-path`, answered here.
     pub health: Option<Arc<Health>>,
@@ -163,6 +205,7 @@ impl<S: Clone> Clone for ConnectionSetup<S> {
             access_log_format: self.access_log_format.clone(),
             request_spans: self.request_spans,
             proxy_headers: self.proxy_headers.clone(),
+            alt_svc: self.alt_svc.clone(),
             budget: self.budget.clone(),
             health: self.health.clone(),
             shutdown: self.shutdown.clone(),
@@ -255,19 +298,7 @@ where
             log_end(peer, "connection ended with an error", &err);
         }
     }
-}
 
-impl<S, B> ConnectionSetup<S>
-where
-    S: tower::Service<Request<axum::body::Body>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
     /// Answers one request, whatever HTTP version carried it: the request learns where it
     /// came from (as a trusted proxy reports it) and is counted, the health path and refused
     /// heads are answered here, and the response body is wrapped for the access log and
@@ -323,6 +354,7 @@ where
         };
         let closing = self.shutdown.closing.clone();
         let draining = self.shutdown.draining.clone();
+        let alt_svc = self.alt_svc.clone();
         async move {
             let mut response = match answer {
                 // Cut off by shutdown before it answered: dropping it tells the app
@@ -343,6 +375,9 @@ where
                 trace.responded(response.status());
             }
             close_when_draining(&mut response, version, &draining);
+            if let Some(alt_svc) = alt_svc {
+                response.headers_mut().entry(ALT_SVC).or_insert(alt_svc);
+            }
             let response = match line {
                 Some(line) => {
                     let (parts, body) = response.into_parts();
