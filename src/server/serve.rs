@@ -182,7 +182,11 @@ where
         // Tracked with the connections rather than aborted with the accept loops: an
         // endpoint drains its connections itself (GOAWAY), and shutdown waits for it.
         for endpoint in endpoints {
-            connections.spawn(endpoint.serve(setup.clone(), options.max_header_bytes));
+            connections.spawn(endpoint.serve(
+                setup.clone(),
+                options.max_header_bytes,
+                options.date_header,
+            ));
         }
         accepting.spawn(timer_heartbeat());
         let loop_died = tokio::select! {

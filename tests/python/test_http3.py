@@ -115,6 +115,17 @@ def test_response_trailers_reach_the_client(h3):
     assert dict(response.trailers)[b"x-checksum"] == hashlib.sha256(b"hello trailers").hexdigest().encode()
 
 
+def test_responses_carry_a_date_unless_the_app_set_one_or_it_is_turned_off(start_https):
+    async def dates(server):
+        async with server.connect() as client:
+            return [(await client.request("GET", path)).header("date") for path in ("/ok", "/dated")]
+
+    own, app_set = asyncio.run(dates(start_https()))
+    assert re.fullmatch(r"\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} GMT", own)
+    assert app_set == "Thu, 01 Jan 2015 00:00:00 GMT"
+    assert asyncio.run(dates(start_https("--no-date-header"))) == [None, "Thu, 01 Jan 2015 00:00:00 GMT"]
+
+
 def test_a_10_mb_upload_streams_to_the_app_in_pieces(h3):
     payload = os.urandom(MB10)
 

@@ -34,6 +34,8 @@ pub(super) struct QuicSetup<S> {
     pub(super) server: SocketAddr,
     /// The largest request head accepted (`max_header_bytes`), announced in the settings.
     pub(super) max_field_section_size: u64,
+    /// Add a `date` header to responses without one (`--date-header`).
+    pub(super) date_header: bool,
 }
 
 impl<S: Clone> Clone for QuicSetup<S> {
@@ -43,6 +45,7 @@ impl<S: Clone> Clone for QuicSetup<S> {
             tls: self.tls.clone(),
             server: self.server,
             max_field_section_size: self.max_field_section_size,
+            date_header: self.date_header,
         }
     }
 }
@@ -92,7 +95,13 @@ where
         tokio::select! {
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    requests.spawn(request::serve(resolver, quic.setup.clone(), info, tls.clone()));
+                    requests.spawn(request::serve(
+                        resolver,
+                        quic.setup.clone(),
+                        info,
+                        tls.clone(),
+                        quic.date_header,
+                    ));
                 }
                 // The client sent GOAWAY and its requests are answered.
                 Ok(None) => return,

@@ -80,6 +80,7 @@ impl QuicEndpoint {
         self,
         setup: ConnectionSetup<S>,
         max_header_bytes: usize,
+        date_header: bool,
     ) where
         S: Routed<B>,
         B: RoutedBody,
@@ -90,6 +91,7 @@ impl QuicEndpoint {
             tls: self.tls,
             server: self.address,
             max_field_section_size: u64::try_from(max_header_bytes).unwrap_or(u64::MAX),
+            date_header,
         };
         let connections = TaskTracker::new();
         loop {

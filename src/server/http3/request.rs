@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes};
 use h3::error::{Code, StreamError};
 use h3::server::{RequestResolver, RequestStream};
-use http::header::{CONNECTION, HeaderName, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, DATE, HeaderName, HeaderValue, TRANSFER_ENCODING, UPGRADE};
 use http::{Method, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -37,6 +37,7 @@ pub(super) async fn serve<S, B>(
     setup: ConnectionSetup<S>,
     connection: ConnectionInfo,
     tls: Arc<TlsInfo>,
+    date_header: bool,
 ) where
     S: Routed<B>,
     B: RoutedBody,
@@ -48,7 +49,13 @@ pub(super) async fn serve<S, B>(
     let head_only = request.method() == Method::HEAD;
     let (mut send, receive) = stream.split();
     let request = request.map(|()| RequestBody::new(receive));
-    let response = setup.respond(request, connection, Some(&tls), ()).await;
+    let mut response = setup.respond(request, connection, Some(&tls), ()).await;
+    if date_header {
+        let now = httpdate::fmt_http_date(std::time::SystemTime::now());
+        if let Ok(now) = HeaderValue::try_from(now) {
+            response.headers_mut().entry(DATE).or_insert(now);
+        }
+    }
     if let Err(err) = send_response(&mut send, response, head_only).await {
         // The client reset the stream or left: the response body is dropped with this
         // task, which the ASGI bridge reports to the app as `http.disconnect`.
