@@ -297,6 +297,25 @@ def test_rust_routes_and_the_health_path_answer_over_http3(start_https, tmp_path
         assert client.get("/seen").json() == ["/seen?"]
 
 
+def test_every_worker_process_serves_http3_on_the_shared_port(start_https):
+    """Each --workers process binds the UDP port itself (SO_REUSEPORT); the kernel spreads
+    new connections over them by their addresses."""
+    h3 = start_https("--workers", "2")
+    both = re.compile(r"serving HTTP/3 on udp.*\n(?:.*\n)*.*serving HTTP/3 on udp")
+    assert h3.server.log.wait_for(both, READY_TIMEOUT), h3.server.logs()
+
+    async def pids():
+        seen = set()
+        for _ in range(40):
+            async with h3.connect() as client:
+                seen.add(json.loads((await client.request("GET", "/pid")).body)["pid"])
+            if len(seen) == 2:
+                break
+        return seen
+
+    assert len(asyncio.run(pids())) == 2
+
+
 def test_http3_without_a_certificate_is_a_usage_error():
     result = run_until_exit(APP, "--http3")
     assert result.returncode == 2
