@@ -30,7 +30,7 @@ _OPTIONS = frozenset(
     log_level log_format access_log ws_max_size ws_per_message_deflate timeout_keep_alive timeout_header_read
     timeout_request_body timeout_graceful_shutdown proxy_headers forwarded_allow_ips
     limit_concurrency limit_request_body limit_max_requests limit_max_requests_jitter
-    server_header date_header headers env_file http ssl_certfile ssl_keyfile
+    server_header date_header headers env_file http http3 ssl_certfile ssl_keyfile
     ssl_keyfile_password ssl_ca_certs ssl_cert_reqs reload reload_dirs reload_includes
     reload_excludes health_path loop_block_warn metrics_bind otel_endpoint access_log_format
     static_path_route static_path_mount workers_max_rss workers_lifetime timeout_worker_startup

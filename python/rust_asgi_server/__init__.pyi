@@ -62,6 +62,7 @@ class _Options(TypedDict, total=False):
     headers: Iterable[str | tuple[str, str]] | None
     env_file: _Path | None
     http: Literal["auto", "1", "2", 1, 2, "h11", "httptools"] | None
+    http3: bool | None
     ssl_certfile: _Path | None
     ssl_keyfile: _Path | None
     ssl_keyfile_password: str | None

@@ -251,6 +251,11 @@ pub(super) struct Cli {
     #[arg(long, value_enum, default_value_t = HttpVersions::Auto)]
     pub http: HttpVersions,
 
+    /// Also serve HTTP/3 over QUIC on the same port numbers (UDP), announced to HTTP/1.1 and
+    /// HTTP/2 clients with Alt-Svc. Needs --ssl-certfile (QUIC is always encrypted).
+    #[arg(long, requires = "ssl_certfile")]
+    pub http3: bool,
+
     /// Serve HTTPS with this PEM certificate chain.
     #[arg(long, value_name = "PATH")]
     pub ssl_certfile: Option<PathBuf>,
@@ -520,6 +525,7 @@ impl Cli {
             header_read_timeout: Duration::from_secs(self.timeout_header_read),
             timeout_request_body: Duration::from_secs(self.timeout_request_body),
             http: self.http,
+            http3: self.http3,
             tls: self.tls_options(),
             backlog: self.backlog,
             limit_max_requests: self.limit_max_requests(),

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::header::{ALT_SVC, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::Either;
+use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -41,7 +43,7 @@ use crate::telemetry::RequestSpan;
 
 /// How long a closing connection may still write: the 500s of the requests shutdown cut off
 /// unanswered go out in one write each; a response still streaming is cut off after it.
-const CLOSING_FLUSH: Duration = Duration::from_millis(250);
+pub(super) const CLOSING_FLUSH: Duration = Duration::from_millis(250);
 
 /// The hyper connection builder for the HTTP versions spoken, configured once.
 ///
@@ -126,6 +128,44 @@ impl RequestBudget {
     }
 }
 
+/// The service a server serves, as its connections of every HTTP version need it: what
+/// [`Server::new`](super::Server::new) accepts, named once for the server's own functions.
+pub(super) trait Routed<B>:
+    tower::Service<
+        Request<axum::body::Body>,
+        Response = Response<B>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> Routed<B> for S
+where
+    S: tower::Service<Request<axum::body::Body>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+}
+
+/// The response body of a [`Routed`] service, as the connections send it.
+pub(super) trait RoutedBody:
+    Body<Data: Send, Error: Into<BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B> RoutedBody for B
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+}
+
 /// What every connection of one listener shares.
 pub(crate) struct ConnectionSetup<S> {
     pub service: S,
@@ -143,6 +183,9 @@ pub(crate) struct ConnectionSetup<S> {
     /// A server span per request (`telemetry`).
     pub request_spans: bool,
     pub proxy_headers: Option<Arc<TrustedProxies>>,
+    /// `Alt-Svc` announcing HTTP/3 on this listener's port (`--http3`), on every response
+    /// that has none.
+    pub alt_svc: Option<HeaderValue>,
     pub budget: Option<Arc<RequestBudget>>,
     /// `--health-path`, answered here.
     pub health: Option<Arc<Health>>,
@@ -162,6 +205,7 @@ impl<S: Clone> Clone for ConnectionSetup<S> {
             access_log_format: self.access_log_format.clone(),
             request_spans: self.request_spans,
             proxy_headers: self.proxy_headers.clone(),
+            alt_svc: self.alt_svc.clone(),
             budget: self.budget.clone(),
             health: self.health.clone(),
             shutdown: self.shutdown.clone(),
@@ -212,83 +256,12 @@ where
         let io = TokioIo::new(io);
         let keep_alive = KeepAlive::new(self.keep_alive_timeout);
         let silent = keep_alive.no_request_by(first_head);
-        // Each request learns where it came from (as a trusted proxy reports it), is counted,
-        // keeps the connection busy until its response is sent, and has its response body
-        // wrapped for the access log.
-        let service = self.service.clone();
-        let access_log = self.access_log;
-        let access_log_format = self.access_log_format.clone();
-        let request_spans = self.request_spans;
-        let proxy_headers = self.proxy_headers.clone();
-        let budget = self.budget.clone();
-        let body_timeout = self.request_body_timeout;
         let requests = keep_alive.clone();
-        let closing = self.shutdown.closing.clone();
-        let draining = self.shutdown.draining.clone();
-        let health = self.health.clone();
-        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            let in_flight = requests.request();
-            let version = request.version();
-            let connection = match &proxy_headers {
-                Some(trusted) => trusted.apply(connection, request.headers()),
-                None => connection,
-            };
-            // Before the access log copies headers: `%({traceparent}i)s` shows the server span.
-            let trace = request_spans.then(|| RequestSpan::start(&mut request, &connection));
-            request.extensions_mut().insert(connection);
-            if let Some(tls) = &tls {
-                request.extensions_mut().insert(tls.clone());
-            }
-            let line = access_log.then(|| {
-                RequestLine::new(&request, connection.client, access_log_format.as_ref())
-                    .traced(trace.as_ref().and_then(RequestSpan::trace_id))
-            });
-            let health = health.as_ref().and_then(|health| health.answer(&request));
-            if let (None, Some(budget)) = (&health, &budget) {
-                budget.count();
-            }
-            let answer = match (health, refusal::refusal(&request)) {
-                (Some(health), _) => Err(health),
-                (None, Some(status)) => Err(refusal::response(status)),
-                (None, None) => {
-                    let request = request
-                        .map(|body| axum::body::Body::new(TimedBody::new(body, body_timeout)));
-                    let span = trace
-                        .as_ref()
-                        .map_or_else(Span::none, |trace| trace.span().clone());
-                    Ok(service.clone().oneshot(request).instrument(span))
-                }
-            };
-            let closing = closing.clone();
-            let draining = draining.clone();
-            async move {
-                let mut response = match answer {
-                    // Cut off by shutdown before it answered: dropping it tells the app
-                    // (`http.disconnect`), and the client gets a 500 rather than a bare close.
-                    Ok(routed) => tokio::select! {
-                        biased;
-                        response = routed => response?.map(Either::Left),
-                        () = closing.cancelled() => {
-                            refusal::response(StatusCode::INTERNAL_SERVER_ERROR).map(Either::Right)
-                        }
-                    },
-                    Err(answered) => answered.map(Either::Right),
-                };
-                if let Some(trace) = &trace {
-                    trace.responded(response.status());
-                }
-                close_when_draining(&mut response, version, &draining);
-                let response = match line {
-                    Some(line) => {
-                        let (parts, body) = response.into_parts();
-                        let body = MaybeLogged::Logged(LoggedBody::new(body, line, &parts));
-                        Response::from_parts(parts, body)
-                    }
-                    None => response.map(MaybeLogged::Plain),
-                };
-                // The server span ends with the response body, as the request does.
-                Ok::<_, Infallible>(response.map(|body| GuardedBody::new(body, (in_flight, trace))))
-            }
+        let setup = self.clone();
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            // The request keeps the connection busy until its response is sent.
+            let answer = setup.respond(request, connection, tls.as_ref(), requests.request());
+            async move { Ok::<_, Infallible>(answer.await) }
         });
         let shutdown = &self.shutdown;
         let peer = connection.client;
@@ -325,7 +298,104 @@ where
             log_end(peer, "connection ended with an error", &err);
         }
     }
+
+    /// Answers one request, whatever HTTP version carried it: the request learns where it
+    /// came from (as a trusted proxy reports it) and is counted, the health path and refused
+    /// heads are answered here, and the response body is wrapped for the access log and
+    /// holds `guard` (and the server span) until it is dropped.
+    pub(super) fn respond<I, G>(
+        &self,
+        mut request: Request<I>,
+        connection: ConnectionInfo,
+        tls: Option<&Arc<TlsInfo>>,
+        guard: G,
+    ) -> impl Future<Output = Response<Answer<B, G>>> + Send + use<S, B, I, G>
+    where
+        I: Body<Data = Bytes> + Send + 'static,
+        I::Error: Into<BoxError>,
+        G: Send + 'static,
+    {
+        let version = request.version();
+        let connection = match &self.proxy_headers {
+            Some(trusted) => trusted.apply(connection, request.headers()),
+            None => connection,
+        };
+        // Before the access log copies headers: `%({traceparent}i)s` shows the server span.
+        let trace = self
+            .request_spans
+            .then(|| RequestSpan::start(&mut request, &connection));
+        request.extensions_mut().insert(connection);
+        if let Some(tls) = tls {
+            request.extensions_mut().insert(tls.clone());
+        }
+        let line = self.access_log.then(|| {
+            RequestLine::new(&request, connection.client, self.access_log_format.as_ref())
+                .traced(trace.as_ref().and_then(RequestSpan::trace_id))
+        });
+        let health = self
+            .health
+            .as_ref()
+            .and_then(|health| health.answer(&request));
+        if let (None, Some(budget)) = (&health, &self.budget) {
+            budget.count();
+        }
+        let answer = match (health, refusal::refusal(&request)) {
+            (Some(health), _) => Err(health),
+            (None, Some(status)) => Err(refusal::response(status)),
+            (None, None) => {
+                let body_timeout = self.request_body_timeout;
+                let request =
+                    request.map(|body| axum::body::Body::new(TimedBody::new(body, body_timeout)));
+                let span = trace
+                    .as_ref()
+                    .map_or_else(Span::none, |trace| trace.span().clone());
+                Ok(self.service.clone().oneshot(request).instrument(span))
+            }
+        };
+        let closing = self.shutdown.closing.clone();
+        let draining = self.shutdown.draining.clone();
+        let alt_svc = self.alt_svc.clone();
+        async move {
+            let mut response = match answer {
+                // Cut off by shutdown before it answered: dropping it tells the app
+                // (`http.disconnect`), and the client gets a 500 rather than a bare close.
+                Ok(routed) => tokio::select! {
+                    biased;
+                    response = routed => match response {
+                        Ok(response) => response.map(Either::Left),
+                        Err(never) => match never {},
+                    },
+                    () = closing.cancelled() => {
+                        refusal::response(StatusCode::INTERNAL_SERVER_ERROR).map(Either::Right)
+                    }
+                },
+                Err(answered) => answered.map(Either::Right),
+            };
+            if let Some(trace) = &trace {
+                trace.responded(response.status());
+            }
+            close_when_draining(&mut response, version, &draining);
+            if let Some(alt_svc) = alt_svc {
+                response.headers_mut().entry(ALT_SVC).or_insert(alt_svc);
+            }
+            let response = match line {
+                Some(line) => {
+                    let (parts, body) = response.into_parts();
+                    let body = MaybeLogged::Logged(LoggedBody::new(body, line, &parts));
+                    Response::from_parts(parts, body)
+                }
+                None => response.map(MaybeLogged::Plain),
+            };
+            // The server span ends with the response body, as the request does.
+            response.map(|body| GuardedBody::new(body, (guard, trace)))
+        }
+    }
 }
+
+/// The response body [`ConnectionSetup::respond`] gives: the service's, or one answered
+/// here, logged or not, with what must live until it is dropped.
+pub(super) type Answer<B, G> =
+    GuardedBody<MaybeLogged<Either<B, Empty<<B as Body>::Data>>>, (G, Option<RequestSpan>)>;
 
 /// Resolves [`DRAIN_GRACE`] after draining began.
 async fn after_drain_grace(shutdown: &Shutdown) {
@@ -373,7 +443,7 @@ where
 }
 
 /// The response body with or without access logging, as one type for hyper.
-enum MaybeLogged<B: Body> {
+pub(super) enum MaybeLogged<B: Body> {
     Logged(LoggedBody<B>),
     Plain(B),
 }

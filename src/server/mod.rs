@@ -1,5 +1,5 @@
 //! The server: listeners (TCP, Unix, inherited), TLS, hyper connections (HTTP/1.1, HTTP/2),
-//! keep-alive, the access log and graceful shutdown. The router handed to [`Server::new`]
+//! HTTP/3 over QUIC (`http3/`), keep-alive, the access log and graceful shutdown. The router handed to [`Server::new`]
 //! decides what is Rust and what is Python.
 
 mod accept_errors;
@@ -9,6 +9,7 @@ mod body_timeout;
 mod connection;
 mod handle;
 mod health;
+mod http3;
 mod http_versions;
 mod keep_alive;
 mod listener;

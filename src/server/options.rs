@@ -24,6 +24,7 @@ pub struct ServerOptions {
     pub(crate) max_header_bytes: usize,
     pub(crate) max_headers: usize,
     pub(crate) http: HttpVersions,
+    pub(crate) http3: bool,
     pub(crate) tls: Option<TlsOptions>,
     pub(crate) backlog: u32,
     pub(crate) limit_max_requests: Option<u64>,
@@ -47,6 +48,7 @@ impl Default for ServerOptions {
             max_header_bytes: defaults::MAX_HEADER_BYTES,
             max_headers: defaults::MAX_HEADERS,
             http: HttpVersions::Auto,
+            http3: false,
             tls: None,
             backlog: defaults::BACKLOG,
             limit_max_requests: None,
@@ -158,6 +160,13 @@ impl ServerOptions {
     /// The HTTP versions spoken (default: [`HttpVersions::Auto`]).
     pub fn http(mut self, versions: HttpVersions) -> Self {
         self.http = versions;
+        self
+    }
+
+    /// Also serve HTTP/3 over QUIC, on the UDP port of each TCP address, and announce it to
+    /// HTTP/1.1 and HTTP/2 clients with `Alt-Svc` (default: off). Needs [`tls`](Self::tls).
+    pub fn http3(mut self, enabled: bool) -> Self {
+        self.http3 = enabled;
         self
     }
 

@@ -1,6 +1,6 @@
-//! Listening, serving connections with hyper (HTTP/1.1 and HTTP/2, optionally over TLS),
-//! readiness and graceful shutdown. The router handed to [`Server::new`] decides what is Rust
-//! and what is Python.
+//! Listening, serving connections with hyper (HTTP/1.1 and HTTP/2, optionally over TLS) and
+//! HTTP/3 over QUIC beside TLS (`http3/`), readiness and graceful shutdown. The router handed
+//! to [`Server::new`] decides what is Rust and what is Python.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use super::accept_errors::AcceptErrors;
 use super::connection::{ConnectionSetup, Protocols, RequestBudget};
 use super::handle::ServerHandle;
 use super::health::Health;
+use super::http3::{self, QuicEndpoint};
 use super::listener::{Bind, Listener, describe};
 use super::options::ServerOptions;
 use super::tls::TlsEndpoint;
@@ -99,9 +100,27 @@ where
             Some(tls) => Some(TlsEndpoint::new(tls, options.http)?),
             None => None,
         };
+        // QUIC has no cleartext: HTTP/3 is served only beside HTTPS.
+        let http3_tls = match (options.http3, &tls) {
+            (false, _) => None,
+            (true, Some(tls)) => Some(tls),
+            (true, None) => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "HTTP/3 (--http3) needs TLS: give --ssl-certfile and --ssl-keyfile",
+                ));
+            }
+        };
         let lifespan = python.startup().await?;
-        let listeners = match listen(self.binds, options.backlog) {
-            Ok(listeners) => listeners,
+        let bound = listen(self.binds, options.backlog).and_then(|listeners| {
+            let endpoints = match http3_tls {
+                Some(tls) => quic_endpoints(&listeners, tls)?,
+                None => Vec::new(),
+            };
+            Ok((listeners, endpoints))
+        });
+        let (listeners, endpoints) = match bound {
+            Ok(bound) => bound,
             Err(err) => {
                 // The app started: it gets its shutdown before the error is reported.
                 if let Err(message) = lifespan.shutdown().await {
@@ -121,6 +140,9 @@ where
                 addresses.push(address);
             }
         }
+        for endpoint in &endpoints {
+            tracing::info!("serving HTTP/3 on udp {}", endpoint.address());
+        }
         self.handle.ready.send_replace(Some(addresses));
         let loop_watch = options
             .loop_block_warn
@@ -138,6 +160,7 @@ where
             access_log_format: options.access_log_format.clone(),
             request_spans: options.request_spans,
             proxy_headers: options.proxy_headers.clone().map(Arc::new),
+            alt_svc: None,
             budget: options
                 .limit_max_requests
                 .map(|limit| Arc::new(RequestBudget::new(limit, self.handle.clone()))),
@@ -150,7 +173,20 @@ where
         let connections = setup.shutdown.tasks.clone();
         let mut accepting = tokio::task::JoinSet::new();
         for listener in listeners {
-            accepting.spawn(accept_loop(listener, setup.clone()));
+            let mut setup = setup.clone();
+            if let (true, ServerAddress::Tcp(address)) = (options.http3, listener.address()) {
+                setup.alt_svc = Some(http3::alt_svc(address.port()));
+            }
+            accepting.spawn(accept_loop(listener, setup));
+        }
+        // Tracked with the connections rather than aborted with the accept loops: an
+        // endpoint drains its connections itself (GOAWAY), and shutdown waits for it.
+        for endpoint in endpoints {
+            connections.spawn(endpoint.serve(
+                setup.clone(),
+                options.max_header_bytes,
+                options.date_header,
+            ));
         }
         accepting.spawn(timer_heartbeat());
         let loop_died = tokio::select! {
@@ -216,6 +252,17 @@ async fn stop_python(python: PythonApp) {
     {
         tracing::warn!("stopping the Python loop thread failed");
     }
+}
+
+/// A QUIC endpoint on the UDP port of every TCP listener (a Unix socket has none).
+fn quic_endpoints(listeners: &[Listener], tls: &TlsEndpoint) -> Result<Vec<QuicEndpoint>, Error> {
+    listeners
+        .iter()
+        .filter_map(|listener| match listener.address() {
+            ServerAddress::Tcp(address) => Some(QuicEndpoint::bind(address, tls)),
+            ServerAddress::Unix(_) => None,
+        })
+        .collect()
 }
 
 /// Opens every place to listen, uvicorn's `127.0.0.1:8000` when none is given.

@@ -148,21 +148,46 @@ impl TlsOptions {
 /// scope's `tls` extension reports it.
 #[derive(Clone)]
 pub(crate) struct TlsEndpoint {
+    config: Arc<ServerConfig>,
     acceptor: TlsAcceptor,
     certificate: Option<Arc<str>>,
 }
 
 impl TlsEndpoint {
     pub(super) fn new(options: &TlsOptions, versions: HttpVersions) -> Result<Self, Error> {
-        let acceptor = TlsAcceptor::from(options.server_config(versions)?);
+        let config = options.server_config(versions)?;
+        let acceptor = TlsAcceptor::from(config.clone());
         let certificate = read_certificates(&options.certfile, "--ssl-certfile")?
             .first()
             .and_then(|leaf| certificate_pem(leaf))
             .map(Arc::from);
         Ok(TlsEndpoint {
+            config,
             acceptor,
             certificate,
         })
+    }
+
+    /// The same certificate, key and client-certificate policy for QUIC, which offers only
+    /// `h3` by ALPN (RFC 9114 §3.1).
+    pub(super) fn quic_config(&self) -> ServerConfig {
+        let mut config = ServerConfig::clone(&self.config);
+        config.alpn_protocols = vec![b"h3".to_vec()];
+        config
+    }
+
+    /// What a QUIC handshake settled. QUIC always runs TLS 1.3 (RFC 9001 §4.2); quinn does
+    /// not tell which cipher suite was chosen, so the scope reports none.
+    pub(super) fn settled_quic(&self, client_certificates: &[CertificateDer<'_>]) -> TlsInfo {
+        TlsInfo {
+            server_certificate: self.certificate.clone(),
+            client_certificates: client_certificates
+                .iter()
+                .filter_map(certificate_pem)
+                .collect(),
+            version: Some(u16::from(rustls::ProtocolVersion::TLSv1_3)),
+            cipher_suite: None,
+        }
     }
 
     /// The TLS handshake, and what it settled.
@@ -470,6 +495,20 @@ mod tests {
             ..TlsOptions::new(files.write("a.crt", &cert), files.write("a.key", &key))
         };
         assert!(options.server_config(HttpVersions::Auto).is_ok());
+    }
+
+    #[test]
+    fn quic_offers_only_h3_with_the_same_certificate_and_reports_tls_1_3() {
+        let files = Files::new("quic");
+        let (cert, key) = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let options = TlsOptions::new(files.write("a.crt", &cert), files.write("a.key", &key));
+        let endpoint = TlsEndpoint::new(&options, HttpVersions::Auto).unwrap();
+        assert_eq!(endpoint.quic_config().alpn_protocols, [&b"h3"[..]]);
+        assert_eq!(endpoint.config.alpn_protocols, [&b"h2"[..], b"http/1.1"]);
+        let settled = endpoint.settled_quic(&[]);
+        assert_eq!(settled.version, Some(0x0304));
+        assert_eq!(settled.server_certificate, endpoint.certificate);
+        assert!(settled.client_certificates.is_empty());
     }
 
     #[test]

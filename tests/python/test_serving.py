@@ -6,8 +6,6 @@ HTTP/2, which uvicorn does not speak, so they run against rust-asgi-server only.
 """
 
 import concurrent.futures
-import datetime
-import ipaddress
 import os
 import re
 import signal
@@ -27,6 +25,7 @@ from harness import (
     ServerProcess,
     ServerStartError,
     _StreamDrain,
+    make_certificate,
     run_until_exit,
     server_env,
 )
@@ -246,46 +245,6 @@ def test_http_1_refuses_h2c_and_http_2_refuses_http_1(server_factory):
         assert client.get(server.url + "/ok").text == "ok"
     with pytest.raises(httpx.HTTPError):
         httpx.get(server.url + "/ok", timeout=5)
-
-
-def make_certificate(directory: Path, kind: str = "rsa") -> tuple[Path, Path]:
-    """A self-signed certificate for localhost and 127.0.0.1, and its key, as PEM files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(65537, 2048) if kind == "rsa" else ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path = directory / f"{kind}.crt"
-    key_path = directory / f"{kind}.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 @pytest.mark.parametrize("kind", ["rsa", "ecdsa"])

@@ -130,6 +130,27 @@ def test_run_with_an_import_string_serves_and_drains_on_sigterm():
     assert '"GET /ok' not in server.logs()  # access_log=False became --no-access-log
 
 
+@pytest.mark.parametrize("deflate", [True, False])
+def test_ws_per_message_deflate_is_a_boolean_keyword(deflate):
+    """uvicorn's `--ws-per-message-deflate true|false` takes a value: False must reach the
+    server as `false`, not be dropped as other off switches are."""
+    from websockets.sync.client import connect
+
+    server = start_python(
+        "-c",
+        "import rust_asgi_server; "
+        f"rust_asgi_server.run('pyapp.ws_apps:echo', bind='127.0.0.1:0', ws_per_message_deflate={deflate})",
+    )
+    try:
+        with connect(f"ws://127.0.0.1:{server.port}/", open_timeout=10) as ws:
+            agreed = ws.response.headers.get("Sec-WebSocket-Extensions")
+            ws.send("hello")
+            assert ws.recv(timeout=10) == "hello"
+        assert (agreed is not None) == deflate, agreed
+    finally:
+        assert server.stop(timeout=10) == 0, server.logs()
+
+
 def test_run_with_an_app_object_serves_it():
     server = start_python(str(EXAMPLES / "run_app_object.py"), "127.0.0.1:0")
     try:
