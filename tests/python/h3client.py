@@ -96,6 +96,9 @@ class Stream:
     def _failed(self, error: Exception) -> None:
         if not self._head.done():
             self._head.set_exception(error)
+            # A stream whose head nobody awaits any more (its test moved on) must not print
+            # "exception was never retrieved" at exit.
+            self._head.exception()
         self._chunks.put_nowait(error)
 
 
