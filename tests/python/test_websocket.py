@@ -394,6 +394,28 @@ def handshake_status(server, path: str) -> tuple[int, str | None]:
     return head.status, head.header("sec-websocket-accept")
 
 
+@pytest.mark.parametrize(
+    "drop, add, status, version_header",
+    [
+        (b"Sec-WebSocket-Key", b"", 400, None),
+        (b"Sec-WebSocket-Version", b"Sec-WebSocket-Version: 8\r\n", 426, "13"),
+    ],
+    ids=["no-key", "version-8"],
+)
+def test_a_malformed_handshake_is_refused_before_the_app(ws_server, drop, add, status, version_header):
+    """RFC 6455 §4.2.2: no Sec-WebSocket-Key is a 400; a version other than 13 is a 426
+    that names the version the server speaks."""
+    request, _ = handshake_bytes("/echo")
+    lines = [line for line in request.split(b"\r\n") if not line.startswith(drop)]
+    request = b"\r\n".join(lines[:-2]) + b"\r\n" + add + b"\r\n"
+    with RawConnection(ws_server.port) as conn:
+        conn.send(request)
+        head = conn.read_head()
+    assert head.status == status
+    assert head.header("sec-websocket-version") == version_header
+    assert_still_serving(ws_server)
+
+
 def test_close_before_accept_is_http_403(ws_server):
     """ASGI spec: websocket.close before websocket.accept → the server answers HTTP 403."""
 

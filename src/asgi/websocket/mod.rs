@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
-use yawc::{Options, WebSocket};
+use yawc::{Options, WebSocket, WebSocketError};
 
 pub(super) use self::io::Settings;
 
@@ -47,33 +47,30 @@ pub(super) async fn handle(
     shutdown: &Shutdown,
     mut parts: http::request::Parts,
 ) -> Response<ResponseBody> {
-    if !parts.headers.contains_key(http::header::SEC_WEBSOCKET_KEY) {
-        return plain_response(StatusCode::BAD_REQUEST, "Missing Sec-WebSocket-Key");
-    }
-    let version_ok = parts
-        .headers
-        .get(http::header::SEC_WEBSOCKET_VERSION)
-        .is_some_and(|version| version.as_bytes() == b"13");
-    if !version_ok {
-        let mut response = plain_response(
-            StatusCode::UPGRADE_REQUIRED,
-            "Unsupported websocket version",
-        );
-        response.headers_mut().insert(
-            http::header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        return response;
-    }
+    // yawc checks the key and the version (RFC 6455 §4.2.1) as it builds the 101's headers.
+    let upgrade_headers = match upgrade_headers(&parts, settings.options()) {
+        Ok(headers) => headers,
+        Err(WebSocketError::MissingSecWebSocketKey) => {
+            return plain_response(StatusCode::BAD_REQUEST, "Missing Sec-WebSocket-Key");
+        }
+        Err(WebSocketError::InvalidSecWebsocketVersion) => {
+            let mut response = plain_response(
+                StatusCode::UPGRADE_REQUIRED,
+                "Unsupported websocket version",
+            );
+            response.headers_mut().insert(
+                http::header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+            return response;
+        }
+        Err(_) => return plain_response(StatusCode::BAD_REQUEST, "Invalid websocket handshake"),
+    };
     let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
         return plain_response(
             StatusCode::BAD_REQUEST,
             "This connection cannot be upgraded",
         );
-    };
-    let upgrade_headers = match upgrade_headers(&parts, settings.options()) {
-        Ok(headers) => headers,
-        Err(_) => return plain_response(StatusCode::BAD_REQUEST, "Invalid websocket handshake"),
     };
     let settings = settings.clone();
     let head = request_head(parts);
