@@ -32,7 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402  (bench/run.py: servers, pinning, CPU and memory meters)
 
 GIB = 1024**3
-SERVERS = ["ours", "uvicorn", "granian"]
+# "single": ours with --runtime-mode single (bench/run.py's server of that name); "ours" is
+# the split mode, as bench/run.py runs it.
+SERVERS = ["ours", "single", "uvicorn", "granian"]
 CLIENT_TIMEOUT = 300
 
 
@@ -129,17 +131,20 @@ def render(cells: list[Cell], size: int, reps: int, pins, started: dt.datetime) 
             runs = ", ".join(f"{gbps(size, s.seconds)}" for s in samples)
             lines.append(f"| {cell.direction.key} | {server} | {gbps(size, seconds)} | {cpu:.2f} | "
                          f"{bench.fmt_mib(rss)} | {runs} |")
-    lines += ["", "Ratios (ours ÷ peer; throughput, and peer CPU ÷ ours so that > 1 is better for ours):", ""]
+    lines += ["", "Ratios (server ÷ peer; throughput, and peer CPU ÷ server's so that > 1 is better for the "
+              "first; `single` is ours with --runtime-mode single, `ours` the split mode):", ""]
+    pairs = [("ours", "uvicorn"), ("ours", "granian"), ("single", "uvicorn"), ("single", "granian"),
+             ("single", "ours")]
     for cell in cells:
-        ours = cell.samples.get("ours")
-        for peer in SERVERS[1:]:
-            theirs = cell.samples.get(peer)
-            if not ours or not theirs:
+        for server, peer in pairs:
+            mine, theirs = cell.samples.get(server), cell.samples.get(peer)
+            if not mine or not theirs:
                 continue
-            speed = statistics.median(s.seconds for s in theirs) / statistics.median(s.seconds for s in ours)
+            speed = statistics.median(s.seconds for s in theirs) / statistics.median(s.seconds for s in mine)
             cpu = statistics.median(s.server_cpu_s for s in theirs) / statistics.median(
-                s.server_cpu_s for s in ours)
-            lines.append(f"- {cell.direction.key}: {speed:.2f}× {peer}'s throughput, {cpu:.2f}× less CPU")
+                s.server_cpu_s for s in mine)
+            lines.append(f"- {cell.direction.key}, {server}: {speed:.2f}× {peer}'s throughput, "
+                         f"{cpu:.2f}× less CPU")
     return "\n".join(lines) + "\n"
 
 

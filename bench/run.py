@@ -18,6 +18,7 @@ Standard library only; it drives cargo, pip, wrk, h2load and taskset.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import contextlib
 import datetime as dt
 import http.client
@@ -129,6 +130,7 @@ SERVER_LABELS = {
     "mixed": "bench_mixed (ours)",
     "wheel": "rust-asgi-server (wheel)",
     "metrics": "rust-asgi-server --metrics-bind",
+    "single": "rust-asgi-server --runtime-mode single",
     "axum": "bare axum",
 }
 # Ratios printed per cell: (numerator, denominator).
@@ -188,6 +190,10 @@ def server_command(server: str, app: App, port: int, workers: int = 1) -> list[s
         # --metrics: ours with metrics on (the recorder and the request layer), scraped never.
         return [str(OURS_BIN), "--app", app.target, "--bind", bind, "--loop", OURS_LOOP[0],
                 "--no-access-log", "--log-level", "warning", "--metrics-bind", "127.0.0.1:0", *more_workers]
+    if server == "single":
+        # --single: ours with the sockets on the loop thread, which then runs asyncio's own loop.
+        return [str(OURS_BIN), "--app", app.target, "--bind", bind, "--runtime-mode", "single",
+                "--loop", "asyncio", "--no-access-log", "--log-level", "warning", *more_workers]
     if server == "wheel":
         # The wheel's console script (--wheel), same flags: the same engine from pip.
         return [str(venv_bin / "rust-asgi-server"), "--app", app.target, "--bind", bind, "--loop",
@@ -919,6 +925,8 @@ def summary_lines(cells: list[Cell]) -> list[str]:
             ratios.append(("wheel", "ours"))
         if "metrics" in ASGI_SERVERS:
             ratios.append(("metrics", "ours"))
+        if "single" in ASGI_SERVERS:
+            ratios += [("single", "uvicorn"), ("single", "granian"), ("single", "ours")]
         lines += ["| cell | " + " | ".join(ASGI_SERVERS) + " | "
                   + " | ".join(f"{num}/{den}" for num, den in ratios) + " |",
                   "|---|" + "--:|" * (len(ASGI_SERVERS) + len(ratios))]
@@ -1046,6 +1054,8 @@ def main() -> int:
                              "(default 30; 0 disables)")
     parser.add_argument("--metrics", action="store_true",
                         help="also measure ours with --metrics-bind (server `metrics`), for the cost of metrics")
+    parser.add_argument("--single", action="store_true",
+                        help="also measure ours with --runtime-mode single (server `single`), beside the split default")
     parser.add_argument("--list", action="store_true", help="print the selected runs and exit")
     parser.add_argument("--wheel", type=Path, metavar="WHEEL",
                         help="also measure this wheel's rust-asgi-server command (installed into "
@@ -1069,6 +1079,10 @@ def main() -> int:
     if args.metrics:
         ASGI_SERVERS.append("metrics")
         RATIOS.insert(0, ("metrics", "ours"))
+    if args.single:
+        ASGI_SERVERS.append("single")
+        RATIOS[0:0] = [("single", "uvicorn"), ("single", "granian"), ("single", "ours")]
+        FAMILIES[2] = dataclasses.replace(FAMILIES[2], servers=("ours", "single", "granian"))
     cells = build_cells(args.filter)
     if not cells:
         die(f"--filter {args.filter} selects nothing; names look like raw-echo/c50/granian")

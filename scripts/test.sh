@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README and CI run it: lint, Rust tests and doctests, then the
-# black-box pytest suite against the release binary, then the wheel (scripts/test_wheel.sh).
+# black-box pytest suite against the release binary (in both runtime modes), then the wheel (scripts/test_wheel.sh).
 # Needs only cargo and python3 on PATH. Everything is built in the `ci` profile (release
 # without link-time optimisation, Cargo.toml), which the black-box tests then run.
 set -euo pipefail
@@ -22,6 +22,11 @@ cargo nextest run --cargo-profile ci --no-fail-fast
 # (a dev-profile `cargo test --doc` would first build every dependency again, ~2 min).
 cargo test --doc --profile ci
 
-"$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider "$@"
+# The black-box suite once per --runtime-mode (the binary reads it from this variable): the
+# sockets on the loop thread with Python, then on Tokio's worker threads.
+for mode in single split; do
+    echo "black-box suite, --runtime-mode $mode"
+    RUST_ASGI_SERVER_RUNTIME_MODE=$mode "$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider "$@"
+done
 
 scripts/test_wheel.sh

@@ -12,8 +12,8 @@ use crate::asgi::{AsgiService, LifespanMode};
 use crate::defaults;
 use crate::error::{Error, ErrorKind};
 use crate::python::{
-    AppSource, AppSpec, EventLoop, Interface, LoopKind, LoopWatch, format_traceback, interpreter,
-    without_gil,
+    AppSource, AppSpec, EventLoop, Interface, LoopKind, LoopWatch, RuntimeMode, format_traceback,
+    interpreter, without_gil,
 };
 use crate::shutdown::Shutdown;
 
@@ -33,6 +33,7 @@ pub struct PythonApp {
 pub struct PythonAppBuilder {
     spec: AppSpec,
     loop_kind: LoopKind,
+    runtime_mode: RuntimeMode,
     root_path: String,
     lifespan: LifespanMode,
     ws_max_size: usize,
@@ -88,6 +89,12 @@ impl PythonApp {
     /// What [`crate::Server`] drives its connections, and this app's websockets, with.
     pub(crate) fn shutdown_stages(&self) -> &Shutdown {
         &self.shutdown
+    }
+
+    /// The runtime the server's connections run on: the caller's, or with
+    /// [`RuntimeMode::Single`] the loop thread's own.
+    pub(crate) fn connections_runtime(&self) -> &tokio::runtime::Handle {
+        self.event_loop.runtime()
     }
 
     /// Starts the blocked-loop watchdog (`--loop-block-warn`) on the current runtime.
@@ -170,6 +177,7 @@ impl PythonAppBuilder {
         PythonAppBuilder {
             spec: AppSpec::new(source),
             loop_kind: LoopKind::Auto,
+            runtime_mode: RuntimeMode::default(),
             root_path: String::new(),
             lifespan: LifespanMode::Auto,
             ws_max_size: defaults::WS_MAX_SIZE,
@@ -240,6 +248,15 @@ impl PythonAppBuilder {
         self
     }
 
+    /// Where the server's sockets run relative to Python (default: [`RuntimeMode::Split`]).
+    /// With [`RuntimeMode::Single`] they share the loop thread: no thread hand-off per
+    /// request, but Rust routes wait while Python runs, and the loop is asyncio's own.
+    /// Moot with [`PythonAppBuilder::on_running_loop`].
+    pub fn runtime_mode(mut self, mode: RuntimeMode) -> Self {
+        self.runtime_mode = mode;
+        self
+    }
+
     /// Serves the app on the asyncio loop running on the thread that calls
     /// [`PythonAppBuilder::start`] (the caller's thread, inside a coroutine) instead of on a
     /// loop thread of its own; [`PythonAppBuilder::event_loop`] is then moot. The caller
@@ -274,7 +291,8 @@ impl PythonAppBuilder {
                 None,
             ),
             false => {
-                let (event_loop, thread) = EventLoop::start(self.spec, self.loop_kind, runtime)?;
+                let (event_loop, thread) =
+                    EventLoop::start(self.spec, self.loop_kind, self.runtime_mode, runtime)?;
                 (event_loop, Some(thread))
             }
         };

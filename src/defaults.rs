@@ -3,6 +3,13 @@
 
 use std::time::Duration;
 
+/// Where the command line's server runs its sockets: on the loop thread with Python, which
+/// measured faster than the split in most cells (bench/results/2026-12-03-runtime-modes.md).
+/// The library keeps `RuntimeMode::Split` (its `Default`), for migration routers whose Rust
+/// routes should run beside Python.
+#[cfg(feature = "cli")]
+pub(crate) const RUNTIME_MODE: crate::RuntimeMode = crate::RuntimeMode::Single;
+
 /// Host listened on when none is given.
 pub(crate) const HOST: &str = "127.0.0.1";
 

@@ -41,7 +41,7 @@ pub mod telemetry;
 pub use app::{PythonApp, PythonAppBuilder};
 pub use asgi::{AsgiService, LifespanMode, ResponseBody};
 pub use error::{Error, ErrorKind};
-pub use python::{Interface, LoopKind};
+pub use python::{Interface, LoopKind, RuntimeMode};
 pub use server::{
     AccessLogFormat, AccessLogFormatError, Bind, ClientCertificates, HttpVersions, KeyPassword,
     Server, ServerHandle, ServerOptions, TlsOptions,

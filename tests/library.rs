@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::routing::get;
-use rust_asgi_server::{PythonApp, Server};
+use rust_asgi_server::{PythonApp, RuntimeMode, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One HTTP/1.1 request on a fresh connection; returns the raw response text.
@@ -81,6 +81,34 @@ async fn ready_resolves_only_after_lifespan_startup() {
 
     let response = request(address, "GET", "/", "").await;
     assert!(response.contains(r#""started": true"#), "{response}");
+
+    handle.shutdown();
+    serving.await.unwrap().expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn with_one_thread_rust_routes_and_python_share_the_loop_thread() {
+    let python = PythonApp::builder("pyapp.library_probe:app")
+        .app_dir(env!("CARGO_MANIFEST_DIR"))
+        .runtime_mode(RuntimeMode::Single)
+        .start()
+        .expect("the probe app imports");
+    let router = Router::new()
+        .route(
+            "/thread",
+            get(|| async { std::thread::current().name().unwrap_or("?").to_owned() }),
+        )
+        .fallback_service(python.service());
+    let server = Server::new(router).bind("127.0.0.1:0");
+    let handle = server.handle();
+    let serving = tokio::spawn(server.serve(python));
+    let address = handle.ready().await[0];
+
+    let rust = request(address, "GET", "/thread", "").await;
+    assert!(rust.ends_with("asgi-loop"), "{rust}");
+    let python = request(address, "POST", "/echo", "hi").await;
+    assert!(python.contains(r#""body": "hi""#), "{python}");
+    assert!(python.contains(r#""started": true"#), "{python}");
 
     handle.shutdown();
     serving.await.unwrap().expect("clean shutdown");

@@ -26,7 +26,7 @@ __all__ = ["ClientDisconnected", "Server", "run"]
 # checks this against `--help`).
 _OPTIONS = frozenset(
     """
-    host port bind uds fd backlog workers app_dir factory interface loop lifespan root_path
+    host port bind uds fd backlog workers app_dir factory interface loop runtime_mode lifespan root_path
     log_level log_format access_log ws_max_size ws_per_message_deflate timeout_keep_alive timeout_header_read
     timeout_request_body timeout_graceful_shutdown proxy_headers forwarded_allow_ips
     limit_concurrency limit_request_body limit_max_requests limit_max_requests_jitter

@@ -77,6 +77,7 @@ class _RunOptions(_Options, total=False):
     workers_lifetime: int | None
     timeout_worker_startup: int | None
     loop: Literal["auto", "asyncio", "uvloop"] | None
+    runtime_mode: Literal["single", "split"] | None
     reload: bool | None
     reload_dirs: Iterable[_Path] | None
     reload_includes: Iterable[str] | None

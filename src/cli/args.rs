@@ -18,7 +18,7 @@ use crate::layers::TrustedProxies;
 use crate::server::inherited_socket;
 use crate::{
     AccessLogFormat, Bind, ClientCertificates, HttpVersions, Interface, KeyPassword, LifespanMode,
-    LoopKind, PythonAppBuilder, ServerOptions, TlsOptions,
+    LoopKind, PythonAppBuilder, RuntimeMode, ServerOptions, TlsOptions,
 };
 
 /// Serve a Python ASGI application (Starlette, FastAPI, any ASGI 3 or 2 app) from Rust.
@@ -57,9 +57,17 @@ pub(super) struct Cli {
     #[arg(long, value_enum, default_value_t = Interface::Auto)]
     pub interface: Interface,
 
-    /// Event loop: `auto` uses uvloop when it is installed.
+    /// Event loop: `auto` uses uvloop when it is installed, except with `--runtime-mode
+    /// single`, whose loop is asyncio's own.
     #[arg(long = "loop", value_enum, default_value_t = LoopKind::Auto)]
     pub loop_kind: LoopKind,
+
+    /// Threads: `single` runs the sockets on the loop thread with Python (no hand-off
+    /// between threads per request; the loop is asyncio's own), `split` runs them on Tokio's
+    /// worker threads (Rust routes in parallel with Python). `single` by default, `split`
+    /// when `--loop uvloop` is given.
+    #[arg(long, value_enum, env = "RUST_ASGI_SERVER_RUNTIME_MODE")]
+    pub runtime_mode: Option<RuntimeMode>,
 
     /// Lifespan protocol: `auto` tolerates apps without lifespan support, `on` requires it.
     #[arg(long, value_enum, default_value_t = LifespanMode::Auto)]
@@ -510,10 +518,21 @@ impl Cli {
             .factory(self.factory)
             .interface(self.interface)
             .event_loop(self.loop_kind)
+            .runtime_mode(self.runtime_mode())
             .lifespan(self.lifespan)
             .root_path(&self.root_path)
             .ws_max_size(self.ws_max_size)
             .ws_per_message_deflate(self.ws_per_message_deflate)
+    }
+
+    /// Where the sockets run: as asked, else on the loop thread, unless uvloop was asked for
+    /// (it cannot share its thread with them).
+    pub(super) fn runtime_mode(&self) -> RuntimeMode {
+        match (self.runtime_mode, self.loop_kind) {
+            (Some(mode), _) => mode,
+            (None, LoopKind::Uvloop) => RuntimeMode::Split,
+            (None, _) => defaults::RUNTIME_MODE,
+        }
     }
 
     pub(super) fn server_options(&self) -> ServerOptions {

@@ -35,7 +35,7 @@ use crate::error::{Error, ErrorKind};
 use crate::layers::{BodySizeLimitLayer, DefaultHeadersLayer, InFlightLimitLayer};
 use crate::metrics::MetricsLayer;
 use crate::telemetry::Telemetry;
-use crate::{PythonApp, PythonAppBuilder, Server, ServerHandle};
+use crate::{PythonApp, PythonAppBuilder, RuntimeMode, Server, ServerHandle};
 
 /// Runs the command line of this process's arguments, as the `rust-asgi-server` binary
 /// does, and returns its exit code.
@@ -287,12 +287,15 @@ fn build_server(
 
 /// Serves the app in this process: alone, or as one worker of a supervisor.
 fn serve(cli: &Cli, app: AppArg, static_dirs: &[StaticDir]) -> Result<(), Error> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|err| {
-            Error::with_source(ErrorKind::System, "cannot start the Tokio runtime", err)
-        })?;
+    // With one thread for sockets and Python, this thread only orchestrates: start-up,
+    // signals, shutdown, the watchdog and the metrics listener.
+    let mut runtime = match cli.runtime_mode() {
+        RuntimeMode::Single => tokio::runtime::Builder::new_current_thread(),
+        RuntimeMode::Split => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = runtime.enable_all().build().map_err(|err| {
+        Error::with_source(ErrorKind::System, "cannot start the Tokio runtime", err)
+    })?;
     runtime.block_on(async {
         let binds = cli.binds()?;
         let lifeline = match cli.process_role() {

@@ -31,6 +31,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PySet};
 use tokio_util::sync::CancellationToken;
 
+use super::driver::{Driver, Feed, HandBackFn, RuntimeMode};
 use super::loader::{AppSpec, LoopKind, load_app, new_event_loop};
 use crate::error::{Error, ErrorKind};
 
@@ -57,9 +58,9 @@ struct Shared {
     running_apps: AtomicUsize,
     apps_idle: tokio::sync::Notify,
     wake_scheduled: AtomicBool,
-    waker: Waker,
-    /// Wakes the deferred-wake task (see [`EventLoop::submit`]).
-    wake_soon: tokio::sync::Notify,
+    wake: Wake,
+    /// The runtime of the server's connections: Tokio's workers, or the loop thread's own
+    /// ([`RuntimeMode::Single`]).
     runtime: tokio::runtime::Handle,
     objects: OnceLock<LoopObjects>,
     /// The asyncio loop belongs to the caller ([`EventLoop::attach`]): stopping only
@@ -82,19 +83,56 @@ pub(crate) struct EventLoop {
 impl EventLoop {
     /// Starts the loop thread, imports the app on it (so import-time code sees the running
     /// loop's thread and event loop) and returns once the app is loaded or failed to load.
+    /// In [`RuntimeMode::Split`] the server's connections run on `runtime`; in
+    /// [`RuntimeMode::Single`] on a runtime of the loop thread's own ([`EventLoop::runtime`]).
     pub(crate) fn start(
         spec: AppSpec,
         loop_kind: LoopKind,
+        mode: RuntimeMode,
         runtime: tokio::runtime::Handle,
     ) -> Result<(EventLoop, JoinHandle<()>), Error> {
-        let event_loop = EventLoop::new(runtime, false)?;
+        let (event_loop, own_runtime) = match mode {
+            RuntimeMode::Split => (EventLoop::new(runtime, Wake::eventfd()?, false), None),
+            RuntimeMode::Single => {
+                if loop_kind == LoopKind::Uvloop {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        "uvloop cannot share its thread with the server's sockets: \
+                         use --loop asyncio (or auto) with --runtime-mode single",
+                    ));
+                }
+                let own = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|err| {
+                        Error::with_source(ErrorKind::System, "cannot start the Tokio runtime", err)
+                    })?;
+                let wake = Wake::Driver(Arc::new(tokio::sync::Notify::new()));
+                (EventLoop::new(own.handle().clone(), wake, false), Some(own))
+            }
+        };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_loop = event_loop.clone();
         let thread = std::thread::Builder::new()
             .name("asgi-loop".into())
             .spawn(move || {
                 Python::attach(|py| {
-                    let prepared = new_event_loop(py, loop_kind)
+                    let driver = match (own_runtime, &thread_loop.shared.wake) {
+                        (Some(own), Wake::Driver(queued)) => {
+                            let feed = Box::new(thread_loop.clone());
+                            match Bound::new(py, Driver::new(own, queued.clone(), feed)) {
+                                Ok(driver) => Some(driver),
+                                Err(err) => {
+                                    let message = super::format_traceback(py, &err);
+                                    let _ = ready_tx
+                                        .send(Err(Error::new(ErrorKind::Interpreter, message)));
+                                    return;
+                                }
+                            }
+                        }
+                        _ => None,
+                    };
+                    let prepared = new_event_loop(py, loop_kind, driver.as_ref())
                         .and_then(|asyncio_loop| thread_loop.prepare(py, asyncio_loop, &spec));
                     match prepared {
                         Ok(run_forever) => {
@@ -104,6 +142,13 @@ impl EventLoop {
                         Err(error) => {
                             let _ = ready_tx.send(Err(error));
                         }
+                    }
+                    // Dropping the runtime drops the connections still on it; without the
+                    // GIL, as they may be waiting for it.
+                    if let Some(runtime) =
+                        driver.and_then(|driver| driver.borrow_mut().take_runtime())
+                    {
+                        py.detach(move || runtime.shutdown_background());
                     }
                 })
             })
@@ -155,28 +200,20 @@ impl EventLoop {
                     "serving on the running asyncio loop needs one running on this thread",
                 )
             })?;
-        let event_loop = EventLoop::new(runtime, true)?;
+        let event_loop = EventLoop::new(runtime, Wake::eventfd()?, true);
         event_loop.prepare(py, asyncio_loop, &spec)?;
         event_loop.spawn_deferred_wake();
         Ok(event_loop)
     }
 
-    fn new(runtime: tokio::runtime::Handle, attached: bool) -> Result<EventLoop, Error> {
-        let waker = Waker::new().map_err(|err| {
-            Error::with_source(
-                ErrorKind::Interpreter,
-                "cannot create the loop's waker",
-                err,
-            )
-        })?;
-        Ok(EventLoop {
+    fn new(runtime: tokio::runtime::Handle, wake: Wake, attached: bool) -> EventLoop {
+        EventLoop {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Vec::with_capacity(256)),
                 running_apps: AtomicUsize::new(0),
                 apps_idle: tokio::sync::Notify::new(),
                 wake_scheduled: AtomicBool::new(false),
-                waker,
-                wake_soon: tokio::sync::Notify::new(),
+                wake,
                 runtime,
                 objects: OnceLock::new(),
                 attached,
@@ -184,20 +221,32 @@ impl EventLoop {
                 died: CancellationToken::new(),
                 cpu_clock: OnceLock::new(),
             }),
-        })
+        }
     }
 
     /// The Tokio task that writes the deferred wake-ups (see [`EventLoop::submit`]).
     fn spawn_deferred_wake(&self) {
+        let Wake::Eventfd { wake_soon, .. } = &self.shared.wake else {
+            return;
+        };
         let deferred = self.clone();
+        let wake_soon = wake_soon.clone();
         self.shared.runtime.spawn(async move {
             loop {
-                deferred.shared.wake_soon.notified().await;
+                wake_soon.notified().await;
                 // Let every connection that is ready now queue its request first.
                 tokio::task::yield_now().await;
-                deferred.shared.waker.wake();
+                deferred.wake_now();
             }
         });
+    }
+
+    /// Makes the loop thread run the queued jobs as soon as it can.
+    fn wake_now(&self) {
+        match &self.shared.wake {
+            Wake::Eventfd { waker, .. } => waker.wake(),
+            Wake::Driver(queued) => queued.notify_one(),
+        }
     }
 
     /// Runs on the thread of `event_loop`: imports the app, registers the waker; returns
@@ -215,15 +264,16 @@ impl EventLoop {
         }
         let app = load_app(py, spec)?;
         let setup = || -> PyResult<Bound<'py, PyAny>> {
-            let fd = self.shared.waker.0.as_raw_fd();
-            let drainer = Bound::new(
-                py,
-                Drainer {
-                    event_loop: self.clone(),
-                    batch: Vec::with_capacity(256),
-                },
-            )?;
-            event_loop.call_method1("add_reader", (fd, drainer))?;
+            if let Wake::Eventfd { waker, .. } = &self.shared.wake {
+                let drainer = Bound::new(
+                    py,
+                    Drainer {
+                        event_loop: self.clone(),
+                        batch: Vec::with_capacity(256),
+                    },
+                )?;
+                event_loop.call_method1("add_reader", (waker.0.as_raw_fd(), drainer))?;
+            }
             let hand_back = HandBack {
                 pending: Vec::with_capacity(256),
                 scheduled: false,
@@ -304,10 +354,13 @@ impl EventLoop {
             return;
         }
         if !self.shared.wake_scheduled.swap(true, Ordering::AcqRel) {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                self.shared.wake_soon.notify_one();
-            } else {
-                self.shared.waker.wake();
+            match &self.shared.wake {
+                Wake::Eventfd { wake_soon, .. }
+                    if tokio::runtime::Handle::try_current().is_ok() =>
+                {
+                    wake_soon.notify_one();
+                }
+                _ => self.wake_now(),
             }
         }
     }
@@ -319,7 +372,8 @@ impl EventLoop {
         let queue = self.objects().hand_back.bind(py);
         let mut queue = queue.borrow_mut();
         queue.pending.push(Box::new(hand_back));
-        if !queue.scheduled {
+        // With one thread, the driver hands them over as it next runs the connections.
+        if !queue.scheduled && matches!(self.shared.wake, Wake::Eventfd { .. }) {
             queue.scheduled = true;
             let flush = queue
                 .call_soon
@@ -436,11 +490,11 @@ impl EventLoop {
         let event_loop = self.clone();
         self.submit(Box::new(move |py| {
             let asyncio_loop = event_loop.objects().event_loop.bind(py);
-            let stopped = match event_loop.shared.attached {
-                true => asyncio_loop
-                    .call_method1("remove_reader", (event_loop.shared.waker.0.as_raw_fd(),))
+            let stopped = match (&event_loop.shared.wake, event_loop.shared.attached) {
+                (Wake::Eventfd { waker, .. }, true) => asyncio_loop
+                    .call_method1("remove_reader", (waker.0.as_raw_fd(),))
                     .map(drop),
-                false => asyncio_loop.call_method0("stop").map(drop),
+                _ => asyncio_loop.call_method0("stop").map(drop),
             };
             if let Err(err) = stopped {
                 tracing::error!("cannot stop the asyncio loop: {err}");
@@ -448,7 +502,7 @@ impl EventLoop {
         }));
         // The caller is about to block joining the loop thread, possibly on the very Tokio
         // worker that would run the deferred wake-up: wake the loop directly.
-        self.shared.waker.wake();
+        self.wake_now();
     }
 }
 
@@ -490,7 +544,7 @@ impl AppDone {
 /// as the server's own work. Gathered, the worker wakes once per pass and writes them all.
 #[pyclass(unsendable)]
 struct HandBack {
-    pending: Vec<Box<dyn FnOnce() + Send>>,
+    pending: Vec<HandBackFn>,
     /// The flush is queued with `call_soon`.
     scheduled: bool,
     call_soon: Py<PyAny>,
@@ -501,6 +555,52 @@ impl HandBack {
     fn __call__(&mut self) {
         self.scheduled = false;
         self.pending.drain(..).for_each(|hand_back| hand_back());
+    }
+}
+
+/// How the loop thread learns that jobs are queued.
+enum Wake {
+    /// [`RuntimeMode::Split`], or the caller's loop: an eventfd the loop watches, written
+    /// by a Tokio task that first lets every ready connection queue its request.
+    Eventfd {
+        waker: Waker,
+        wake_soon: Arc<tokio::sync::Notify>,
+    },
+    /// [`RuntimeMode::Single`]: the driver returns to asyncio when notified.
+    Driver(Arc<tokio::sync::Notify>),
+}
+
+impl Wake {
+    fn eventfd() -> Result<Wake, Error> {
+        let waker = Waker::new().map_err(|err| {
+            Error::with_source(
+                ErrorKind::Interpreter,
+                "cannot create the loop's waker",
+                err,
+            )
+        })?;
+        Ok(Wake::Eventfd {
+            waker,
+            wake_soon: Arc::new(tokio::sync::Notify::new()),
+        })
+    }
+}
+
+impl Feed for EventLoop {
+    fn take_hand_backs(&self, py: Python<'_>) -> Vec<HandBackFn> {
+        match self.shared.objects.get() {
+            Some(objects) => std::mem::take(&mut objects.hand_back.bind(py).borrow_mut().pending),
+            None => Vec::new(),
+        }
+    }
+
+    fn start_queued(&self, py: Python<'_>) {
+        // Cleared before taking the queue: a job pushed after this point notifies again.
+        self.shared.wake_scheduled.store(false, Ordering::Release);
+        let batch = std::mem::take(&mut *self.queue());
+        for job in batch {
+            job(py);
+        }
     }
 }
 
@@ -543,7 +643,9 @@ struct Drainer {
 impl Drainer {
     fn __call__(&mut self, py: Python<'_>) {
         let shared = &self.event_loop.shared;
-        shared.waker.clear();
+        if let Wake::Eventfd { waker, .. } = &shared.wake {
+            waker.clear();
+        }
         // Cleared before taking the queue: a job pushed after this point wakes us again.
         shared.wake_scheduled.store(false, Ordering::Release);
         std::mem::swap(&mut *self.event_loop.queue(), &mut self.batch);

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyModule, PyString};
 
+use super::driver::Driver;
 use crate::error::{Error, ErrorKind};
 
 /// Which ASGI calling convention the app uses; `Auto` detects it as uvicorn does.
@@ -84,14 +85,21 @@ fn c_str(source: &str) -> std::ffi::CString {
     std::ffi::CString::new(source).expect("support.py has no NUL byte")
 }
 
-pub(crate) fn new_event_loop(py: Python<'_>, kind: LoopKind) -> Result<Bound<'_, PyAny>, Error> {
-    let name = match kind {
-        LoopKind::Auto => "auto",
-        LoopKind::Asyncio => "asyncio",
-        LoopKind::Uvloop => "uvloop",
+/// A new asyncio loop of `kind`, set as the thread's current loop; with a `driver`, an
+/// asyncio loop whose selector runs the server's connections (`RuntimeMode::Single`).
+pub(crate) fn new_event_loop<'py>(
+    py: Python<'py>,
+    kind: LoopKind,
+    driver: Option<&Bound<'py, Driver>>,
+) -> Result<Bound<'py, PyAny>, Error> {
+    let name = match (kind, driver) {
+        (_, Some(_)) => "single",
+        (LoopKind::Auto, None) => "auto",
+        (LoopKind::Asyncio, None) => "asyncio",
+        (LoopKind::Uvloop, None) => "uvloop",
     };
-    let make = || -> PyResult<Bound<'_, PyAny>> {
-        let event_loop = support(py)?.call_method1("new_event_loop", (name,))?;
+    let make = || -> PyResult<Bound<'py, PyAny>> {
+        let event_loop = support(py)?.call_method1("new_event_loop", (name, driver))?;
         py.import("asyncio")?
             .call_method1("set_event_loop", (&event_loop,))?;
         Ok(event_loop)

@@ -1,6 +1,7 @@
 //! The embedded interpreter: start-up ([`interpreter`]), importing the app ([`loader`]) and
 //! the loop thread that runs it ([`event_loop`]).
 
+mod driver;
 mod event_loop;
 pub(crate) mod interpreter;
 mod loader;
@@ -8,6 +9,7 @@ mod watchdog;
 
 use pyo3::prelude::*;
 
+pub use driver::RuntimeMode;
 pub(crate) use event_loop::{AppTask, EventLoop};
 pub(crate) use loader::{AppSource, AppSpec};
 pub use loader::{Interface, LoopKind};

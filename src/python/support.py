@@ -6,6 +6,7 @@ Everything a request touches lives in Rust; this module only runs at start-up.
 import asyncio
 import importlib
 import inspect
+import selectors
 import sys
 import traceback
 
@@ -14,7 +15,32 @@ class AppLoadError(Exception):
     """An app that cannot be served; the message is shown to the user as it is."""
 
 
-def new_event_loop(kind):
+class TokioSelector(selectors.EpollSelector):
+    """asyncio's epoll selector, waiting in the server's Tokio runtime (--runtime-mode single).
+
+    The connections run in `select`; it returns when one of asyncio's own descriptors is
+    ready, the timeout passed, or a request was queued (its app task is then started).
+    """
+
+    def __init__(self, driver):
+        super().__init__()
+        self._run = driver.run
+        self._driver = driver
+        driver.watch(self._selector.fileno())
+
+    def select(self, timeout=None):
+        if self._run(timeout):
+            return super().select(0)
+        return []
+
+    def close(self):
+        self._driver.unwatch()
+        super().close()
+
+
+def new_event_loop(kind, driver=None):
+    if kind == "single":
+        return asyncio.SelectorEventLoop(TokioSelector(driver))
     if kind in ("auto", "uvloop"):
         try:
             import uvloop

@@ -112,6 +112,10 @@ where
             }
         };
         let lifespan = python.startup().await?;
+        // Sockets belong to the runtime that serves them: Tokio's workers, or the loop
+        // thread's own with `RuntimeMode::Single`.
+        let runtime = python.connections_runtime().clone();
+        let entered = runtime.enter();
         let bound = listen(self.binds, options.backlog).and_then(|listeners| {
             let endpoints = match http3_tls {
                 Some(tls) => quic_endpoints(&listeners, tls)?,
@@ -119,6 +123,7 @@ where
             };
             Ok((listeners, endpoints))
         });
+        drop(entered);
         let (listeners, endpoints) = match bound {
             Ok(bound) => bound,
             Err(err) => {
@@ -177,18 +182,17 @@ where
             if let (true, ServerAddress::Tcp(address)) = (options.http3, listener.address()) {
                 setup.alt_svc = Some(http3::alt_svc(address.port()));
             }
-            accepting.spawn(accept_loop(listener, setup));
+            accepting.spawn_on(accept_loop(listener, setup), &runtime);
         }
         // Tracked with the connections rather than aborted with the accept loops: an
         // endpoint drains its connections itself (GOAWAY), and shutdown waits for it.
         for endpoint in endpoints {
-            connections.spawn(endpoint.serve(
-                setup.clone(),
-                options.max_header_bytes,
-                options.date_header,
-            ));
+            connections.spawn_on(
+                endpoint.serve(setup.clone(), options.max_header_bytes, options.date_header),
+                &runtime,
+            );
         }
-        accepting.spawn(timer_heartbeat());
+        accepting.spawn_on(timer_heartbeat(), &runtime);
         let loop_died = tokio::select! {
             () = shutdown_signal(self.handle.subscribe_shutdown(), options.signals) => false,
             () = python.loop_died() => true,

@@ -40,6 +40,10 @@ CARGO_PROFILE = os.environ.get("RUST_ASGI_SERVER_PROFILE", "release")
 TARGET_DIR = REPO_ROOT / "target" / CARGO_PROFILE
 SERVER_BIN = Path(os.environ.get("RUST_ASGI_SERVER_BIN", TARGET_DIR / "rust-asgi-server"))
 IS_UVICORN = SERVER_UNDER_TEST == "uvicorn"
+# Where our server runs its sockets (--runtime-mode, read by the binary from this variable):
+# scripts/test.sh runs the suite once per mode.
+RUNTIME_MODE = os.environ.get("RUST_ASGI_SERVER_RUNTIME_MODE", "split")
+SINGLE_THREAD = RUNTIME_MODE == "single"
 # The command that starts a server; the one place the suite takes it from.
 SERVER_CMD = shlex.split(os.environ.get("RUST_ASGI_SERVER_CMD", "")) or [str(SERVER_BIN)]
 IS_WHEEL = "RUST_ASGI_SERVER_CMD" in os.environ

@@ -1,7 +1,12 @@
-"""--loop: which asyncio loop runs the app, on the server's one Python thread."""
+"""--loop: which asyncio loop runs the app, on the server's one Python thread; with
+--runtime-mode single, asyncio's own, whose selector runs the sockets."""
+
+import subprocess
 
 import httpx
 import pytest
+
+from harness import SERVER_CMD, SINGLE_THREAD
 
 pytestmark = pytest.mark.rust_only
 
@@ -10,17 +15,26 @@ def loop_report(server):
     return httpx.get(f"{server.url}/loop", timeout=10).json()
 
 
-def test_auto_uses_uvloop_when_installed(server_factory):
+def test_auto_uses_uvloop_when_installed_and_asyncio_with_one_thread(server_factory):
     report = loop_report(server_factory("pyapp.conformance:app"))
-    assert report["loop"].startswith("uvloop"), report
+    assert report["loop"].startswith("asyncio" if SINGLE_THREAD else "uvloop"), report
     # The app runs on the loop thread, not on Python's main thread.
     assert report["in_main_thread"] is False
 
 
-def test_uvloop_can_be_required(server_factory):
-    assert loop_report(server_factory("pyapp.conformance:app", "--loop", "uvloop"))["loop"].startswith(
-        "uvloop"
+def test_uvloop_can_be_required_with_split_threads(server_factory):
+    server = server_factory("pyapp.conformance:app", "--loop", "uvloop", "--runtime-mode", "split")
+    assert loop_report(server)["loop"].startswith("uvloop")
+
+
+def test_uvloop_with_one_thread_is_refused_at_start_up():
+    result = subprocess.run(
+        [*SERVER_CMD, "--app", "pyapp.conformance:app", "--port", "0", "--runtime-mode", "single",
+         "--loop", "uvloop"],
+        capture_output=True, text=True, timeout=30,
     )
+    assert result.returncode != 0
+    assert "uvloop cannot share its thread" in result.stderr, result.stderr
 
 
 def test_asyncio_can_be_chosen(server_factory):

@@ -24,7 +24,7 @@ DEFAULTED = [
     "--host", "--port", "--workers", "--backlog", "--root-path", "--forwarded-allow-ips",
     "--timeout-keep-alive", "--timeout-graceful-shutdown", "--limit-concurrency",
     "--limit-max-requests", "--lifespan", "--log-level", "--http", "--ws-max-size", "--ws-per-message-deflate", "--loop",
-    "--workers-max-rss", "--workers-lifetime", "--metrics-bind", "--timeout-worker-startup",
+    "--workers-max-rss", "--workers-lifetime", "--metrics-bind", "--timeout-worker-startup", "--runtime-mode",
 ]
 
 # On/off pairs: the help of the one that is on by default says so.

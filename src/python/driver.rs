@@ -1,0 +1,170 @@
+//! One thread for the sockets and Python ([`RuntimeMode::Single`]): a Tokio current-thread
+//! runtime, run by the loop thread as the asyncio loop's selector.
+//!
+//! `support.TokioSelector` is asyncio's own epoll selector whose `select(timeout)` calls
+//! [`Driver::run`]. With the GIL released, that runs the runtime holding the server's
+//! connections until asyncio's own descriptors are ready (the selector's epoll descriptor,
+//! watched by Tokio's reactor), the timeout passes, or a connection queued a request for
+//! Python; then, with the GIL back, it starts the queued requests and returns to asyncio,
+//! which runs them in the same pass. A request therefore crosses no thread: hyper reads it,
+//! the app runs and hyper writes the answer, all on this one thread.
+//!
+//! Responses the app finished in a pass are handed to their connections at the start of the
+//! next [`Driver::run`], inside the runtime, so waking a connection is a push onto the
+//! runtime's local queue rather than a wake-up through its driver.
+
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use pyo3::prelude::*;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+
+/// Where the socket work runs relative to Python.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum RuntimeMode {
+    /// Sockets, TLS, hyper and Rust routes on the loop thread with Python: no thread
+    /// hand-off on a request's path. Rust routes wait while Python runs; the app runs on
+    /// asyncio's own loop (uvloop cannot take a selector).
+    Single,
+    /// Sockets, TLS, hyper and Rust routes on Tokio's worker threads, Python on the loop
+    /// thread: Rust routes run in parallel with Python.
+    #[default]
+    Split,
+}
+
+/// A response finished by the app, to give to its connection.
+pub(super) type HandBackFn = Box<dyn FnOnce() + Send>;
+
+/// What feeds the driver: the job queue of the loop thread.
+pub(super) trait Feed {
+    /// Takes the responses finished since the last call.
+    fn take_hand_backs(&self, py: Python<'_>) -> Vec<HandBackFn>;
+    /// Runs every queued job (starting requests' app tasks).
+    fn start_queued(&self, py: Python<'_>);
+}
+
+/// The Rust half of `support.TokioSelector`.
+#[pyclass(unsendable)]
+pub(super) struct Driver {
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The selector's epoll descriptor, registered with the runtime's reactor.
+    asyncio_fds: Option<AsyncFd<OwnedFd>>,
+    /// Notified when a job is queued for Python.
+    queued: Arc<Notify>,
+    feed: Box<dyn Feed>,
+}
+
+impl Driver {
+    pub(super) fn new(
+        runtime: tokio::runtime::Runtime,
+        queued: Arc<Notify>,
+        feed: Box<dyn Feed>,
+    ) -> Self {
+        Driver {
+            runtime: Some(runtime),
+            asyncio_fds: None,
+            queued,
+            feed,
+        }
+    }
+
+    /// Takes the runtime out, to be dropped after the asyncio loop has ended (dropping it
+    /// drops the connections still there).
+    pub(super) fn take_runtime(&mut self) -> Option<tokio::runtime::Runtime> {
+        self.asyncio_fds = None;
+        self.runtime.take()
+    }
+}
+
+#[pymethods]
+impl Driver {
+    /// Watches the selector's epoll descriptor (level-triggered inside, so it stays readable
+    /// while asyncio has a ready descriptor).
+    fn watch(&mut self, epoll_fd: RawFd) -> PyResult<()> {
+        let Some(runtime) = &self.runtime else {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "the server's runtime has stopped",
+            ));
+        };
+        // SAFETY: the selector's descriptor is open while it calls `watch`.
+        let epoll = unsafe { BorrowedFd::borrow_raw(epoll_fd) }.try_clone_to_owned()?;
+        let _entered = runtime.enter();
+        // SAFETY: the registration owns its duplicate, which stays open as long as it does.
+        let registered = unsafe { AsyncFd::register_with_interest(epoll, Interest::READABLE) };
+        self.asyncio_fds = Some(registered.map_err(std::io::Error::from)?);
+        Ok(())
+    }
+
+    /// Stops watching, as the selector closes.
+    fn unwatch(&mut self) {
+        self.asyncio_fds = None;
+    }
+
+    /// Runs the server's connections for up to `timeout` seconds (`None`: as long as
+    /// nothing else happens), then starts the requests they queued. True when asyncio's
+    /// own descriptors may be ready.
+    fn run(&mut self, py: Python<'_>, timeout: Option<f64>) -> bool {
+        let (Some(runtime), Some(asyncio_fds)) = (&self.runtime, &self.asyncio_fds) else {
+            return true;
+        };
+        let hand_backs = self.feed.take_hand_backs(py);
+        let timeout = timeout.map(|seconds| Duration::from_secs_f64(seconds.max(0.0)));
+        let queued = &self.queued;
+        let asyncio_ready = py.detach(|| {
+            runtime.block_on(async move {
+                hand_backs.into_iter().for_each(|hand_back| hand_back());
+                if timeout == Some(Duration::ZERO) {
+                    tokio::task::yield_now().await;
+                    return may_be_ready(asyncio_fds);
+                }
+                if may_be_ready(asyncio_fds) {
+                    tokio::task::yield_now().await;
+                    return true;
+                }
+                let sleep = async {
+                    match timeout {
+                        Some(timeout) => tokio::time::sleep(timeout).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    () = queued.notified() => false,
+                    ready = asyncio_fds.readable() => ready.is_ok(),
+                    () = sleep => false,
+                }
+            })
+        });
+        self.feed.start_queued(py);
+        asyncio_ready
+    }
+}
+
+/// Whether one of asyncio's descriptors may be ready. Tokio's readiness of the epoll
+/// descriptor is edge-triggered: set when an event arrives, kept until cleared. It is
+/// cleared here once the epoll descriptor is found empty (only if nothing arrived since
+/// Tokio reported it, which Tokio tracks), so while it is clear nothing is ready and no
+/// system call is needed to know it.
+fn may_be_ready(asyncio_fds: &AsyncFd<OwnedFd>) -> bool {
+    let Some(Ok(mut readiness)) = asyncio_fds.readable().now_or_never() else {
+        return false;
+    };
+    if has_events(asyncio_fds.as_raw_fd()) {
+        return true;
+    }
+    readiness.clear_ready();
+    false
+}
+
+/// Whether the level-triggered epoll `fd` has a ready descriptor, without waiting. Reading
+/// an event of a level-triggered registration leaves it ready for asyncio's own read.
+fn has_events(fd: RawFd) -> bool {
+    let mut event = libc::epoll_event { events: 0, u64: 0 };
+    // SAFETY: `event` is valid for one event; a zero timeout never blocks.
+    unsafe { libc::epoll_wait(fd, &mut event, 1, 0) > 0 }
+}
