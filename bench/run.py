@@ -115,6 +115,8 @@ APPS = [
         expect_body=HELLO),
     App("fastapi", "FastAPI GET /items/{id}", "pyapp.bench_fastapi:app", "GET", "/items/42", None,
         expect_body=b'{"item_id":42,"name":"widget"}'),
+    App("app-io", "raw ASGI, 10 socket round trips per request (a database driver's pattern)",
+        "pyapp.bench_io:app", "GET", "/", None, expect_body=b"10"),
     App("stream-1mib", "raw ASGI 1 MiB streamed download (16 x 64 KiB)", "pyapp.bench_raw:stream", "GET",
         "/", None, expect_len=ONE_MIB),
     App("rust-route", "Rust route GET /rust (mixed server vs bare axum)", "pyapp.bench_raw:hello", "GET",
@@ -944,7 +946,30 @@ def summary_lines(cells: list[Cell]) -> list[str]:
                 + [summary_value(cell, server) for server in RUST_SERVERS]
                 + [ratio(cell, "mixed", "axum")]) + " |")
         lines.append("")
+    lines += axum_share_lines(asgi_cells, rust_cells)
     return lines
+
+
+def axum_share_lines(asgi_cells: list[Cell], rust_cells: list[Cell]) -> list[str]:
+    """Raw hello served through Python ÷ the same answer from bare axum, at the same concurrency:
+    how much of a Rust server's speed the bridge keeps (issue #17)."""
+    axum = {cell.concurrency: cell.median_rps("axum") for cell in rust_cells
+            if not cell.family.key and "axum" in cell.servers}
+    servers = [server for server in ("ours", "single") if server in ASGI_SERVERS]
+    rows = []
+    for cell in asgi_cells:
+        bare = axum.get(cell.concurrency)
+        if cell.app != "raw-hello" or cell.family.key or not bare:
+            continue
+        shares = []
+        for server in servers:
+            rps = cell.median_rps(server) if server in cell.servers else None
+            shares.append(f"{rps / bare:.2f}×" if rps else "")
+        rows.append(f"| {cell.label} | {fmt_rps(bare)} | " + " | ".join(shares) + " |")
+    if not rows:
+        return []
+    return (["| cell | bare axum (rust-route) | " + " | ".join(f"{server}/axum" for server in servers) + " |",
+             "|---|--:|" + "--:|" * len(servers)] + rows + [""])
 
 
 def cell_lines(cell: Cell) -> list[str]:

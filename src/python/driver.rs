@@ -41,15 +41,16 @@ pub enum RuntimeMode {
 pub(super) type HandBackFn = Box<dyn FnOnce() + Send>;
 
 /// What feeds the driver: the job queue of the loop thread.
-pub(super) trait Feed {
+pub(super) trait Feed: Send + Sync {
     /// Takes the responses finished since the last call.
     fn take_hand_backs(&self, py: Python<'_>) -> Vec<HandBackFn>;
     /// Runs every queued job (starting requests' app tasks).
     fn start_queued(&self, py: Python<'_>);
 }
 
-/// The Rust half of `support.TokioSelector`.
-#[pyclass(unsendable)]
+/// The Rust half of `support.TokioSelector`. Sendable: the asyncio loop holding it may be
+/// collected on another thread (after a failed import), by then without its runtime.
+#[pyclass]
 pub(super) struct Driver {
     runtime: Option<tokio::runtime::Runtime>,
     /// The selector's epoll descriptor, registered with the runtime's reactor.
