@@ -290,7 +290,10 @@ fn serve(cli: &Cli, app: AppArg, static_dirs: &[StaticDir]) -> Result<(), Error>
     // With one thread for sockets and Python, this thread only orchestrates: start-up,
     // signals, shutdown, the watchdog and the metrics listener.
     let mut runtime = match cli.runtime_mode() {
-        RuntimeMode::Single => tokio::runtime::Builder::new_current_thread(),
+        RuntimeMode::Single => {
+            keep_socket_buffers_on_the_heap();
+            tokio::runtime::Builder::new_current_thread()
+        }
         RuntimeMode::Split => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = runtime.enable_all().build().map_err(|err| {
@@ -321,6 +324,20 @@ fn serve(cli: &Cli, app: AppArg, static_dirs: &[StaticDir]) -> Result<(), Error>
         }
         serving.await
     })
+}
+
+/// asyncio's socket transports (the loop of `--runtime-mode single`; uvloop has its own
+/// buffers) read into a new 256 KiB `bytes` and shrink it to what arrived. Above glibc's
+/// default threshold of 128 KiB, each such read costs an mmap, an mremap and a munmap; from
+/// the heap it costs none (an app making 10 socket round trips a request: 1.7-2.0x the
+/// requests per second, bench/results/2026-12-03-runtime-modes.md).
+fn keep_socket_buffers_on_the_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt takes no pointer; it changes a setting of glibc's allocator for the
+    // allocations that follow.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 512 * 1024);
+    }
 }
 
 /// `--workers N` or `--reload`: binds the sockets, then starts and watches worker

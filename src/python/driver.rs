@@ -107,25 +107,26 @@ impl Driver {
     }
 
     /// Runs the server's connections for up to `timeout` seconds (`None`: as long as
-    /// nothing else happens), then starts the requests they queued. True when asyncio's
-    /// own descriptors may be ready.
-    fn run(&mut self, py: Python<'_>, timeout: Option<f64>) -> bool {
+    /// nothing else happens), then starts the requests they queued. Returns asyncio's
+    /// ready descriptors as `(fd, selector events)`, as `EpollSelector.select` reads them.
+    fn run(&mut self, py: Python<'_>, timeout: Option<f64>) -> Vec<(RawFd, u8)> {
         let (Some(runtime), Some(asyncio_fds)) = (&self.runtime, &self.asyncio_fds) else {
-            return true;
+            return Vec::new();
         };
         let hand_backs = self.feed.take_hand_backs(py);
         let timeout = timeout.map(|seconds| Duration::from_secs_f64(seconds.max(0.0)));
         let queued = &self.queued;
-        let asyncio_ready = py.detach(|| {
+        let ready = py.detach(|| {
             runtime.block_on(async move {
                 hand_backs.into_iter().for_each(|hand_back| hand_back());
                 if timeout == Some(Duration::ZERO) {
                     tokio::task::yield_now().await;
-                    return may_be_ready(asyncio_fds);
+                    return ready_now(asyncio_fds);
                 }
-                if may_be_ready(asyncio_fds) {
+                let ready = ready_now(asyncio_fds);
+                if !ready.is_empty() {
                     tokio::task::yield_now().await;
-                    return true;
+                    return ready;
                 }
                 let sleep = async {
                     match timeout {
@@ -135,37 +136,51 @@ impl Driver {
                 };
                 tokio::select! {
                     biased;
-                    () = queued.notified() => false,
-                    ready = asyncio_fds.readable() => ready.is_ok(),
-                    () = sleep => false,
+                    () = queued.notified() => Vec::new(),
+                    _ = asyncio_fds.readable() => ready_now(asyncio_fds),
+                    () = sleep => Vec::new(),
                 }
             })
         });
         self.feed.start_queued(py);
-        asyncio_ready
+        ready
     }
 }
 
-/// Whether one of asyncio's descriptors may be ready. Tokio's readiness of the epoll
-/// descriptor is edge-triggered: set when an event arrives, kept until cleared. It is
-/// cleared here once the epoll descriptor is found empty (only if nothing arrived since
-/// Tokio reported it, which Tokio tracks), so while it is clear nothing is ready and no
-/// system call is needed to know it.
-fn may_be_ready(asyncio_fds: &AsyncFd<OwnedFd>) -> bool {
+/// How many ready descriptors one pass takes; more stay ready (level-triggered) for the next.
+const MAX_EVENTS: usize = 256;
+
+/// asyncio's ready descriptors. Tokio's readiness of the epoll descriptor is
+/// edge-triggered: set when an event arrives, kept until cleared. It is cleared here once the
+/// epoll descriptor is found empty (only if nothing arrived since Tokio reported it, which
+/// Tokio tracks), so while it is clear nothing is ready and no system call is needed to know.
+fn ready_now(asyncio_fds: &AsyncFd<OwnedFd>) -> Vec<(RawFd, u8)> {
     let Some(Ok(mut readiness)) = asyncio_fds.readable().now_or_never() else {
-        return false;
+        return Vec::new();
     };
-    if has_events(asyncio_fds.as_raw_fd()) {
-        return true;
+    let ready = ready_events(asyncio_fds.as_raw_fd());
+    if ready.is_empty() {
+        readiness.clear_ready();
     }
-    readiness.clear_ready();
-    false
+    ready
 }
 
-/// Whether the level-triggered epoll `fd` has a ready descriptor, without waiting. Reading
-/// an event of a level-triggered registration leaves it ready for asyncio's own read.
-fn has_events(fd: RawFd) -> bool {
-    let mut event = libc::epoll_event { events: 0, u64: 0 };
-    // SAFETY: `event` is valid for one event; a zero timeout never blocks.
-    unsafe { libc::epoll_wait(fd, &mut event, 1, 0) > 0 }
+/// The ready descriptors of the level-triggered epoll `fd`, without waiting, with their
+/// events as `selectors` names them (`EVENT_READ` 1, `EVENT_WRITE` 2). Reading an event of
+/// a level-triggered registration leaves it ready.
+fn ready_events(fd: RawFd) -> Vec<(RawFd, u8)> {
+    let mut events = [libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
+    // SAFETY: `events` is valid for MAX_EVENTS entries; a zero timeout never blocks.
+    let count = unsafe { libc::epoll_wait(fd, events.as_mut_ptr(), MAX_EVENTS as i32, 0) };
+    let count = usize::try_from(count).unwrap_or(0);
+    events[..count]
+        .iter()
+        .map(|event| {
+            let mask = event.events;
+            let write = u8::from(mask & !(libc::EPOLLIN as u32) != 0) << 1;
+            let read = u8::from(mask & !(libc::EPOLLOUT as u32) != 0);
+            // Python's epoll registers each descriptor with itself as the event's data.
+            (event.u64 as RawFd, read | write)
+        })
+        .collect()
 }

@@ -29,9 +29,13 @@ class TokioSelector(selectors.EpollSelector):
         driver.watch(self._selector.fileno())
 
     def select(self, timeout=None):
-        if self._run(timeout):
-            return super().select(0)
-        return []
+        ready = []
+        key_of = self._fd_to_key.get
+        for fd, events in self._run(timeout):
+            key = key_of(fd)
+            if key:
+                ready.append((key, events & key.events))
+        return ready
 
     def close(self):
         self._driver.unwatch()
