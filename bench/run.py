@@ -189,9 +189,10 @@ def server_command(server: str, app: App, port: int, workers: int = 1) -> list[s
         return [str(OURS_BIN), "--app", app.target, "--bind", bind, "--loop", OURS_LOOP[0],
                 "--no-access-log", "--log-level", "warning", *more_workers]
     if server == "metrics":
-        # --metrics: ours with metrics on (the recorder and the request layer), scraped never.
-        return [str(OURS_BIN), "--app", app.target, "--bind", bind, "--loop", OURS_LOOP[0],
-                "--no-access-log", "--log-level", "warning", "--metrics-bind", "127.0.0.1:0", *more_workers]
+        # --metrics: ours with metrics on (the recorder and the request layer), scraped never;
+        # with --single, the single-thread server with metrics on.
+        base = server_command("single" if "single" in ASGI_SERVERS else "ours", app, port, workers)
+        return base + ["--metrics-bind", "127.0.0.1:0"]
     if server == "single":
         # --single: ours with the sockets on the loop thread, which then runs asyncio's own loop.
         return [str(OURS_BIN), "--app", app.target, "--bind", bind, "--runtime-mode", "single",
@@ -926,7 +927,7 @@ def summary_lines(cells: list[Cell]) -> list[str]:
         if "wheel" in ASGI_SERVERS:
             ratios.append(("wheel", "ours"))
         if "metrics" in ASGI_SERVERS:
-            ratios.append(("metrics", "ours"))
+            ratios.append(("metrics", "single" if "single" in ASGI_SERVERS else "ours"))
         if "single" in ASGI_SERVERS:
             ratios += [("single", "uvicorn"), ("single", "granian"), ("single", "ours")]
         lines += ["| cell | " + " | ".join(ASGI_SERVERS) + " | "
@@ -1078,7 +1079,7 @@ def main() -> int:
                         help="before each run, wait up to this long for the benchmark CPUs to be idle "
                              "(default 30; 0 disables)")
     parser.add_argument("--metrics", action="store_true",
-                        help="also measure ours with --metrics-bind (server `metrics`), for the cost of metrics")
+                        help="also measure ours with --metrics-bind (server `metrics`; with --single, the single-thread server), for the cost of metrics")
     parser.add_argument("--single", action="store_true",
                         help="also measure ours with --runtime-mode single (server `single`), beside the split default")
     parser.add_argument("--list", action="store_true", help="print the selected runs and exit")
@@ -1106,6 +1107,8 @@ def main() -> int:
         RATIOS.insert(0, ("metrics", "ours"))
     if args.single:
         ASGI_SERVERS.append("single")
+        if args.metrics:
+            RATIOS.insert(0, ("metrics", "single"))
         RATIOS[0:0] = [("single", "uvicorn"), ("single", "granian"), ("single", "ours")]
         FAMILIES[2] = dataclasses.replace(FAMILIES[2], servers=("ours", "single", "granian"))
     cells = build_cells(args.filter)
