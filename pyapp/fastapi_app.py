@@ -7,10 +7,14 @@
 - ``POST /tasks?token=T``      answers 202, a ``BackgroundTasks`` task records ``T``
 - ``GET /tasks``               the recorded tokens
 - ``GET /headers``             a header read through ``Header()``
+- ``GET /sync-sleep?seconds=S``  a plain ``def`` endpoint (FastAPI runs it in its thread pool)
+                               that sleeps, then names the thread it ran on
 """
 
 import asyncio
 import json
+import threading
+import time
 from typing import Optional
 
 from fastapi import BackgroundTasks, FastAPI, Header, HTTPException
@@ -76,3 +80,9 @@ async def list_tasks():
 @app.get("/headers")
 async def headers(x_request_id: Optional[str] = Header(default=None)):
     return {"x_request_id": x_request_id}
+
+
+@app.get("/sync-sleep")
+def sync_sleep(seconds: float = 0.5):
+    time.sleep(seconds)
+    return {"thread": threading.current_thread().name}

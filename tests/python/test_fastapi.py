@@ -84,3 +84,24 @@ def test_openapi_schema_is_served(client):
     schema = client.get("/openapi.json").json()
     assert schema["info"]["title"] == "rust-asgi-server test app"
     assert "/items/{item_id}" in schema["paths"]
+
+
+def test_sync_endpoints_run_in_the_thread_pool_while_the_loop_serves_others(client):
+    """A plain ``def`` endpoint runs on a pool thread, which needs the GIL while the loop thread
+    waits for sockets (in --runtime-mode single: inside its Tokio runtime); its end wakes the
+    loop through asyncio's self-pipe."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        sleepers = [pool.submit(client.get, "/sync-sleep", params={"seconds": 0.6}) for _ in range(3)]
+        time.sleep(0.1)
+        quick = client.get("/items/7")
+        quick_done = time.monotonic() - started
+        answers = [future.result() for future in sleepers]
+    elapsed = time.monotonic() - started
+    assert quick.json() == {"item_id": 7, "q": None}
+    assert quick_done < 0.5, quick_done  # not behind the sleepers
+    assert all(answer.status_code == 200 for answer in answers)
+    assert all(answer.json()["thread"] != "asgi-loop" for answer in answers)
+    assert elapsed < 1.5, elapsed  # the three sleeps overlapped (one after another: 1.8 s)
