@@ -14,7 +14,7 @@
 //! runtime's local queue rather than a wake-up through its driver.
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -42,10 +42,10 @@ pub(super) type HandBackFn = Box<dyn FnOnce() + Send>;
 
 /// What feeds the driver: the job queue of the loop thread.
 pub(super) trait Feed: Send + Sync {
-    /// Takes the responses finished since the last call.
-    fn take_hand_backs(&self, py: Python<'_>) -> Vec<HandBackFn>;
+    /// Swaps the responses finished since the last call into `into`, which is empty.
+    fn take_hand_backs(&mut self, py: Python<'_>, into: &mut Vec<HandBackFn>);
     /// Runs every queued job (starting requests' app tasks).
-    fn start_queued(&self, py: Python<'_>);
+    fn start_queued(&mut self, py: Python<'_>);
 }
 
 /// The Rust half of `support.TokioSelector`. Sendable: the asyncio loop holding it may be
@@ -58,6 +58,9 @@ pub(super) struct Driver {
     /// Notified when a job is queued for Python.
     queued: Arc<Notify>,
     feed: Box<dyn Feed>,
+    /// Swapped with the finished responses on each run, so neither side reallocates. A
+    /// `Mutex` only so that the pyclass is `Sync`: `run` has `&mut self` and never locks.
+    hand_backs: Mutex<Vec<HandBackFn>>,
 }
 
 impl Driver {
@@ -71,6 +74,7 @@ impl Driver {
             asyncio_fds: None,
             queued,
             feed,
+            hand_backs: Mutex::new(Vec::with_capacity(256)),
         }
     }
 
@@ -113,12 +117,16 @@ impl Driver {
         let (Some(runtime), Some(asyncio_fds)) = (&self.runtime, &self.asyncio_fds) else {
             return Vec::new();
         };
-        let hand_backs = self.feed.take_hand_backs(py);
+        let hand_backs = self
+            .hand_backs
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.feed.take_hand_backs(py, hand_backs);
         let timeout = timeout.map(|seconds| Duration::from_secs_f64(seconds.max(0.0)));
         let queued = &self.queued;
         let ready = py.detach(|| {
             runtime.block_on(async move {
-                hand_backs.into_iter().for_each(|hand_back| hand_back());
+                hand_backs.drain(..).for_each(|hand_back| hand_back());
                 if timeout == Some(Duration::ZERO) {
                     tokio::task::yield_now().await;
                     return ready_now(asyncio_fds);

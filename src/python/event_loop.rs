@@ -119,7 +119,10 @@ impl EventLoop {
                 Python::attach(|py| {
                     let driver = match (own_runtime, &thread_loop.shared.wake) {
                         (Some(own), Wake::Driver(queued)) => {
-                            let feed = Box::new(thread_loop.clone());
+                            let feed = Box::new(DriverFeed {
+                                event_loop: thread_loop.clone(),
+                                batch: Mutex::new(Vec::with_capacity(256)),
+                            });
                             match Bound::new(py, Driver::new(own, queued.clone(), feed)) {
                                 Ok(driver) => Some(driver),
                                 Err(err) => {
@@ -343,6 +346,17 @@ impl EventLoop {
             .queue
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs every queued job; the queue is swapped with `batch` so that neither side
+    /// reallocates under load.
+    fn run_queued(&self, py: Python<'_>, batch: &mut Vec<Job>) {
+        // Cleared before taking the queue: a job pushed after this point wakes the loop again.
+        self.shared.wake_scheduled.store(false, Ordering::Release);
+        std::mem::swap(&mut *self.queue(), batch);
+        for job in batch.drain(..) {
+            job(py);
+        }
     }
 
     /// Queues a job for the loop thread, waking it only if it was idle.
@@ -586,21 +600,27 @@ impl Wake {
     }
 }
 
-impl Feed for EventLoop {
-    fn take_hand_backs(&self, py: Python<'_>) -> Vec<HandBackFn> {
-        match self.shared.objects.get() {
-            Some(objects) => std::mem::take(&mut objects.hand_back.bind(py).borrow_mut().pending),
-            None => Vec::new(),
+/// The job queue as the driver sees it ([`RuntimeMode::Single`]).
+struct DriverFeed {
+    event_loop: EventLoop,
+    /// Swapped with the queue, as [`Drainer`]'s. A `Mutex` only so that the driver is
+    /// `Sync`: it is reached through `&mut` and never locked.
+    batch: Mutex<Vec<Job>>,
+}
+
+impl Feed for DriverFeed {
+    fn take_hand_backs(&mut self, py: Python<'_>, into: &mut Vec<HandBackFn>) {
+        if let Some(objects) = self.event_loop.shared.objects.get() {
+            std::mem::swap(&mut objects.hand_back.bind(py).borrow_mut().pending, into);
         }
     }
 
-    fn start_queued(&self, py: Python<'_>) {
-        // Cleared before taking the queue: a job pushed after this point notifies again.
-        self.shared.wake_scheduled.store(false, Ordering::Release);
-        let batch = std::mem::take(&mut *self.queue());
-        for job in batch {
-            job(py);
-        }
+    fn start_queued(&mut self, py: Python<'_>) {
+        let batch = self
+            .batch
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.event_loop.run_queued(py, batch);
     }
 }
 
@@ -642,15 +662,9 @@ struct Drainer {
 #[pymethods]
 impl Drainer {
     fn __call__(&mut self, py: Python<'_>) {
-        let shared = &self.event_loop.shared;
-        if let Wake::Eventfd { waker, .. } = &shared.wake {
+        if let Wake::Eventfd { waker, .. } = &self.event_loop.shared.wake {
             waker.clear();
         }
-        // Cleared before taking the queue: a job pushed after this point wakes us again.
-        shared.wake_scheduled.store(false, Ordering::Release);
-        std::mem::swap(&mut *self.event_loop.queue(), &mut self.batch);
-        for job in self.batch.drain(..) {
-            job(py);
-        }
+        self.event_loop.run_queued(py, &mut self.batch);
     }
 }
