@@ -21,6 +21,7 @@ import os
 import re
 import signal
 import threading
+import time
 
 import httpx
 import pytest
@@ -35,11 +36,16 @@ APP = "pyapp.workers:app"
 
 class Load:
     """Client threads sending ``GET /pid`` back to back until the block ends, keeping the
-    pid of every answer in order, and every failure."""
+    pid of every answer with the time its request was sent, and every failure.
+
+    "Answers since" counts requests *sent* after a moment: an answer read after it may have
+    been written by a worker that has since exited (still in the socket, or in a client
+    thread that had not recorded it yet)."""
 
     def __init__(self, url: str, clients: int = 4):
         self.url = url + "/pid"
         self.pids: list[int] = []
+        self._sent: list[float] = []
         self.failures: list[str] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -61,6 +67,7 @@ class Load:
         pool = httpx.Limits(max_keepalive_connections=1 if keep_alive else 0)
         with httpx.Client(timeout=10, limits=pool) as client:
             while not self._stop.is_set():
+                sent = time.monotonic()
                 try:
                     response = client.get(self.url)
                     outcome = int(response.text) if response.status_code == 200 else None
@@ -72,19 +79,18 @@ class Load:
                         self.failures.append(failure)
                     else:
                         self.pids.append(outcome)
+                        self._sent.append(sent)
 
-    def answered(self) -> int:
+    def pids_sent_after(self, moment: float) -> list[int]:
+        """The pids that answered requests sent after ``moment`` (a ``time.monotonic()``)."""
         with self._lock:
-            return len(self.pids)
+            return [pid for pid, sent in zip(self.pids, self._sent) if sent > moment]
 
-    def pids_since(self, mark: int) -> set[int]:
-        with self._lock:
-            return set(self.pids[mark:])
-
-    def wait_for_answers(self, count: int, since: int = 0) -> int:
-        """Waits until ``count`` more answers than ``since`` have come; the count so far."""
-        wait_until(lambda: self.answered() >= since + count, 20, "the load got no answers")
-        return self.answered()
+    def wait_for_answers(self, count: int) -> set[int]:
+        """Waits until ``count`` requests sent from now on have been answered; their pids."""
+        moment = time.monotonic()
+        wait_until(lambda: len(self.pids_sent_after(moment)) >= count, 20, "the load got no answers")
+        return set(self.pids_sent_after(moment))
 
 
 def workers_of(server) -> set[int]:
@@ -130,12 +136,11 @@ def sighup_under_load_leaves_the_old_workers_serving(server, broken_deploy):
     with Load(server.url) as load:
         os.kill(server.pid, signal.SIGHUP)
         assert server.wait_for_log("SIGHUP: the workers not replaced yet keep serving", timeout=30), server.logs()
-        mark = load.wait_for_answers(0)
-        load.wait_for_answers(50, since=mark)
+        answered_after = load.wait_for_answers(50)
     assert load.failures == []
     assert handovers(server, "SIGHUP") == []
     assert workers_of(server) == old
-    assert load.pids_since(mark) <= old
+    assert answered_after <= old
 
 
 def test_sighup_replaces_every_worker_one_at_a_time_without_a_failed_request(server_factory):
@@ -147,13 +152,12 @@ def test_sighup_replaces_every_worker_one_at_a_time_without_a_failed_request(ser
         os.kill(server.pid, signal.SIGHUP)
         assert server.wait_for_log("every worker has been replaced (SIGHUP)", timeout=30), server.logs()
         wait_until(lambda: all(gone(pid) for pid in old), 20, "the old workers did not stop")
-        mark = load.wait_for_answers(0)
-        load.wait_for_answers(50, since=mark)
+        answered_after = load.wait_for_answers(50)
     assert load.failures == []
     replaced = handovers(server, "SIGHUP")
     assert {old_pid for _, old_pid in replaced} == old
     new = {new_pid for new_pid, _ in replaced}
-    assert load.pids_since(mark) <= new
+    assert answered_after <= new
     assert new <= workers_of(server)
     # One slot at a time: the second replacement started once the first had taken over.
     steps = re.finditer(r"started worker process \d+ to replace|is ready: stopping", server.logs())
@@ -204,8 +208,7 @@ def test_workers_lifetime_replaces_even_a_single_worker_without_a_failed_request
     assert "supervisor (pid" in server.logs()
     with Load(server.url) as load:
         wait_until(lambda: len(handovers(server, "--workers-lifetime")) >= 2, 30, server.logs())
-        mark = load.wait_for_answers(0)
-        load.wait_for_answers(20, since=mark)
+        load.wait_for_answers(20)
     assert load.failures == []
     replaced = handovers(server, "--workers-lifetime")
     # Each replacement served once the one before it had gone.
@@ -224,14 +227,13 @@ def test_a_worker_over_workers_max_rss_is_replaced_and_the_others_are_not(server
         grown = int(httpx.get(server.url + "/grow?mib=200", timeout=10).text)
         wait_until(lambda: handovers(server, "--workers-max-rss"), 20, server.logs())
         wait_until(lambda: gone(grown), 20, f"worker process {grown} did not stop")
-        mark = load.wait_for_answers(0)
-        load.wait_for_answers(50, since=mark)
+        answered_after = load.wait_for_answers(50)
     assert load.failures == []
     assert re.search(rf"worker process {grown} uses \d+ MiB, over --workers-max-rss 150: replacing it", server.logs())
     [(replacement, replaced)] = handovers(server, "--workers-max-rss")
     assert replaced == grown
     assert workers_of(server) == (workers - {grown}) | {replacement}
-    assert load.pids_since(mark) <= workers_of(server)
+    assert answered_after <= workers_of(server)
 
 
 def test_recycling_flags_are_refused_with_reload():
