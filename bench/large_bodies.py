@@ -116,7 +116,7 @@ def gbps(size: int, seconds: float) -> str:
 def render(cells: list[Cell], size: int, reps: int, pins, started: dt.datetime) -> str:
     lines = [f"# Large bodies, {started:%Y-%m-%d %H:%M} UTC", "",
              f"{size // (1024 * 1024)} MiB per run, {reps} run(s) per server and cell, medians; "
-             f"{pins[2]}; client: curl. Commit {bench.machine()['commit']}, CPU {bench.machine()['cpu']}.", "",
+             f"{pins[2].replace('wrk', 'curl')}. Commit {bench.machine()['commit']}, CPU {bench.machine()['cpu']}.", "",
              "| cell | server | GB/s | server CPU s/GiB | peak RSS | runs |", "|---|---|--:|--:|--:|---|"]
     for cell in cells:
         for server in SERVERS:
