@@ -10,6 +10,11 @@ use pyo3::prelude::*;
 use rust_asgi_server::ServerHandle;
 use rust_asgi_server::cli::{self, EmbedError, WorkerCommand};
 
+// The binary's allocator (src/main.rs), for the engine's own allocations; CPython's objects
+// keep CPython's allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Runs the command line `argv` (program name first) as the binary does and returns its
 /// exit code. `app` is an app object served instead of an `APP` argument. Workers of
 /// `--workers`/`--reload` are started as `python -m rust_asgi_server`, with this
