@@ -2,11 +2,11 @@
 //! `counter!(name, labels…)` builds its key (a vector of labels), hashes it and searches the
 //! registry at each call: on the hot path that was most of what metrics cost.
 
-use std::collections::HashMap;
 use std::sync::{OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use rustc_hash::FxHashMap;
 
 use super::{DURATION, IN_FLIGHT, QUEUE_WAIT, REQUEST_BYTES, REQUESTS, RESPONSE_BYTES, WEBSOCKETS};
 
@@ -34,8 +34,9 @@ pub(crate) struct Handles {
     pub(crate) request_bytes: Counter,
     pub(crate) queue_wait: Histogram,
     /// Per route, then per method, backend and status class: a route's handles are made
-    /// on its first response (route labels are bounded: templates or `unmatched`).
-    routes: RwLock<HashMap<Box<str>, HashMap<ExchangeLabels, Exchange>>>,
+    /// on its first response (route labels are bounded: templates or `unmatched`). Looked up
+    /// on every response: Fx, not SipHash (the keys are the app's own route templates).
+    routes: RwLock<FxHashMap<Box<str>, FxHashMap<ExchangeLabels, Exchange>>>,
 }
 
 /// The labels of a response besides its route.
