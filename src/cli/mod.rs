@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use axum::Router;
 use clap::{CommandFactory, Parser};
 use pyo3::prelude::*;
-use tower::ServiceBuilder;
+use tower::{Layer, ServiceBuilder};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
@@ -267,11 +267,16 @@ fn build_server(
     ServerHandle,
     impl Future<Output = Result<(), Error>> + Send + 'static,
 ) {
-    let mut router =
-        static_files::mount(Router::new(), static_dirs).fallback_service(python.service());
-    if cli.metrics_bind.is_some() {
-        router = router.layer(MetricsLayer::new());
-    }
+    let router = static_files::mount(Router::new(), static_dirs);
+    // The app's requests are counted by a layer around its service rather than by
+    // `Router::layer`, which would box their bodies and future once more.
+    let router = if cli.metrics_bind.is_some() {
+        router
+            .layer(MetricsLayer::new())
+            .fallback_service(MetricsLayer::new().layer(python.service()))
+    } else {
+        router.fallback_service(python.service())
+    };
     // Outermost first: refusals get the default headers too.
     let service = ServiceBuilder::new()
         .layer(DefaultHeadersLayer::new(cli.default_headers()))
