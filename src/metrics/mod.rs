@@ -52,8 +52,9 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// How often histogram samples are folded into their buckets between scrapes.
-const UPKEEP: Duration = Duration::from_secs(5);
+/// How often histogram samples are folded into their buckets between scrapes. Until then
+/// each sample is kept (8 bytes); at 50,000 requests a second, 5 s held 10 MiB more.
+const UPKEEP: Duration = Duration::from_secs(1);
 
 /// Whether a recorder is installed: the parts that would take a timestamp or read Python
 /// for a label only to have it thrown away check this first.
