@@ -37,6 +37,12 @@ use crate::metrics::MetricsLayer;
 use crate::telemetry::Telemetry;
 use crate::{PythonApp, PythonAppBuilder, RuntimeMode, Server, ServerHandle};
 
+/// The global allocator of the binary and the wheel: mimalloc, built without transparent
+/// huge pages. A request's many small, short-lived Rust allocations cost fewer cycles there
+/// than in glibc (bench/results/2026-12-03-allocator.md); CPython's objects keep CPython's
+/// allocators. Install it with `#[global_allocator] static ALLOCATOR: Allocator = Allocator;`.
+pub use mimalloc::MiMalloc as Allocator;
+
 /// Runs the command line of this process's arguments, as the `rust-asgi-server` binary
 /// does, and returns its exit code.
 pub fn main() -> ExitCode {

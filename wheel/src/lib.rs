@@ -10,10 +10,8 @@ use pyo3::prelude::*;
 use rust_asgi_server::ServerHandle;
 use rust_asgi_server::cli::{self, EmbedError, WorkerCommand};
 
-// The binary's allocator (src/main.rs), for the engine's own allocations; CPython's objects
-// keep CPython's allocators.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: cli::Allocator = cli::Allocator;
 
 /// Runs the command line `argv` (program name first) as the binary does and returns its
 /// exit code. `app` is an app object served instead of an `APP` argument. Workers of
