@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use axum::Router;
 use clap::{CommandFactory, Parser};
 use pyo3::prelude::*;
-use tower::{Layer, ServiceBuilder};
+use tower::ServiceBuilder;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
@@ -279,7 +279,7 @@ fn build_server(
     let router = if cli.metrics_bind.is_some() {
         router
             .layer(MetricsLayer::new())
-            .fallback_service(MetricsLayer::new().layer(python.service()))
+            .fallback_service(python.service().metered())
     } else {
         router.fallback_service(python.service())
     };

@@ -28,7 +28,17 @@ use super::{Counted, NestedRoute, PythonRoute};
 /// more, which costs a few percent of a hello-world request.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MetricsLayer {
-    _private: (),
+    backend: Backend,
+}
+
+/// Which backend a [`MetricsService`] labels its responses with.
+#[derive(Clone, Copy, Debug, Default)]
+enum Backend {
+    /// `python` when the ASGI bridge marked the response ([`PythonRoute`]), else `rust`.
+    #[default]
+    FromResponse,
+    /// The layer wraps the Python app itself: every response is `python`, marked or not.
+    Python,
 }
 
 impl MetricsLayer {
@@ -36,13 +46,24 @@ impl MetricsLayer {
     pub fn new() -> Self {
         MetricsLayer::default()
     }
+
+    /// The layer around the Python app's own service, whose responses then need no mark
+    /// (see `AsgiService::metered`).
+    pub(crate) fn around_python() -> Self {
+        MetricsLayer {
+            backend: Backend::Python,
+        }
+    }
 }
 
 impl<S> Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        MetricsService { inner }
+        MetricsService {
+            inner,
+            backend: self.backend,
+        }
     }
 }
 
@@ -50,6 +71,7 @@ impl<S> Layer<S> for MetricsLayer {
 #[derive(Clone, Debug)]
 pub struct MetricsService<S> {
     inner: S,
+    backend: Backend,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for MetricsService<S>
@@ -78,6 +100,7 @@ where
                 started,
                 method,
                 route,
+                backend: self.backend,
                 in_flight,
             }),
         }
@@ -88,8 +111,9 @@ where
 struct Exchange {
     started: Instant,
     method: &'static str,
-    /// The Axum route template, when a Rust route matched.
+    /// The Axum route template, when a route matched.
     route: Option<MatchedPath>,
+    backend: Backend,
     /// Until the response body ends, or the future is dropped (the client left first).
     in_flight: Counted,
 }
@@ -114,13 +138,18 @@ where
         let result = ready!(this.inner.poll(cx));
         let exchange = this.exchange.take().expect("polled after completion");
         Poll::Ready(result.map(|response| {
-            let (backend, route) = match response.extensions().get::<PythonRoute>() {
-                Some(PythonRoute(Some(route))) => ("python", Route::Named(route.clone())),
-                Some(PythonRoute(None)) => ("python", Route::Unmatched),
-                None => match (exchange.route, response.extensions().get::<NestedRoute>()) {
-                    (Some(matched), _) => ("rust", Route::Rust(matched)),
-                    (None, Some(NestedRoute(route))) => ("rust", Route::Named(route.clone())),
-                    (None, None) => ("rust", Route::Unmatched),
+            let extensions = response.extensions();
+            let (backend, route) = match (extensions.get::<PythonRoute>(), exchange.backend) {
+                (Some(PythonRoute(Some(route))), _) => ("python", Route::Named(route.clone())),
+                // A method of an Axum route may be the Python app's: its template still holds.
+                (Some(PythonRoute(None)), _) | (None, Backend::Python) => {
+                    ("python", Route::matched_or_unmatched(exchange.route))
+                }
+                (None, Backend::FromResponse) => match extensions.get::<NestedRoute>() {
+                    Some(NestedRoute(route)) if exchange.route.is_none() => {
+                        ("rust", Route::Named(route.clone()))
+                    }
+                    _ => ("rust", Route::matched_or_unmatched(exchange.route)),
                 },
             };
             let ending = Ending::Response {
@@ -152,16 +181,21 @@ enum Ending {
 
 /// The `route` label, kept as the request had it: no string is copied per request.
 enum Route {
-    Rust(MatchedPath),
+    /// The Axum route's template.
+    Matched(MatchedPath),
     /// The Python app's route, or a nested service's.
     Named(Arc<str>),
     Unmatched,
 }
 
 impl Route {
+    fn matched_or_unmatched(matched: Option<MatchedPath>) -> Self {
+        matched.map_or(Route::Unmatched, Route::Matched)
+    }
+
     fn as_str(&self) -> &str {
         match self {
-            Route::Rust(path) => path.as_str(),
+            Route::Matched(path) => path.as_str(),
             Route::Named(path) => path,
             Route::Unmatched => "unmatched",
         }

@@ -149,20 +149,10 @@ impl Metrics {
 }
 
 /// Set by the ASGI bridge on the responses of the Python app: which of its routes answered
-/// (`scope["route"].path`), when the app exposes it.
+/// (`scope["route"].path`) when the app exposes it, else `None`, which still says the Python
+/// app answered. A [`MetricsLayer`] that wraps the app directly needs neither.
 #[derive(Clone, Debug)]
 pub(crate) struct PythonRoute(pub Option<std::sync::Arc<str>>);
-
-impl PythonRoute {
-    /// Response extensions holding a `PythonRoute` still unknown, for the loop thread to
-    /// fill in: made on Tokio's side, which frees them, because memory freed by the thread
-    /// that allocated it is cheaper.
-    pub(crate) fn unknown() -> http::Extensions {
-        let mut extensions = http::Extensions::new();
-        extensions.insert(PythonRoute(None));
-        extensions
-    }
-}
 
 /// Set on the responses of a Rust service nested under a prefix (the binary's static
 /// directories), where Axum records no matched route: the `route` label to use.

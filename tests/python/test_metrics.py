@@ -147,6 +147,26 @@ def test_rust_and_python_routes_of_a_migration_router_are_told_apart():
         server.stop()
 
 
+def test_a_python_method_of_a_rust_route_keeps_the_rust_template_when_the_app_names_none():
+    # A raw ASGI app sets no scope["route"]: POST /items is the Python app's, under the
+    # template of the Axum route it was routed by; other paths are the fallback's.
+    metrics_port = free_port()
+    server = start_example("metrics", "--metrics-bind", f"127.0.0.1:{metrics_port}", app="pyapp.bench_raw:hello")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as http:
+            assert http.get("/items").status_code == 200
+            assert http.post("/items", content=b"x").text == "Hello, world!"
+            assert http.get("/elsewhere").text == "Hello, world!"
+        samples = scrape(metrics_port)
+        assert value(samples, "http_requests_total", method="GET", route="/items", backend="rust", status="2xx") == 1
+        assert value(samples, "http_requests_total", method="POST", route="/items", backend="python",
+                     status="2xx") == 1
+        assert value(samples, "http_requests_total", method="GET", route="unmatched", backend="python",
+                     status="2xx") == 1
+    finally:
+        server.stop()
+
+
 # --- with --workers ----------------------------------------------------------------------
 
 METRICS_LINE = re.compile(r"metrics of (?:the supervisor|worker slot (\d+)) on http://127\.0\.0\.1:(\d+)/metrics")

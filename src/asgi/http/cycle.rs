@@ -38,7 +38,7 @@ pub(super) fn start(
 ) {
     let Carried {
         state: response_state,
-        route_extensions,
+        wants_route,
     } = carried;
     let Asked {
         event_loop,
@@ -62,7 +62,7 @@ pub(super) fn start(
         if !response_state.is_empty() {
             scope_state = scope.get_item(intern!(py, "state"))?;
         }
-        routed_scope = route_extensions.map(|extensions| (scope.clone().unbind(), extensions));
+        routed_scope = wants_route.then(|| scope.clone().unbind());
         Ok(scope)
     });
     let Some(cycle) = started else { return };
@@ -73,8 +73,8 @@ pub(super) fn start(
     {
         cycle.response.carry_state(response_state, state.unbind());
     }
-    if let Some((scope, extensions)) = routed_scope {
-        cycle.response.tell_route(scope, extensions);
+    if let Some(scope) = routed_scope {
+        cycle.response.tell_route(scope);
     }
 }
 
@@ -82,9 +82,9 @@ pub(super) fn start(
 pub(super) struct Carried {
     /// The keys of the scope's `state` to carry.
     pub(super) state: ResponseState,
-    /// When the metrics want the app's route: the response's extensions, with a
-    /// [`PythonRoute`](crate::metrics::PythonRoute) to fill in.
-    pub(super) route_extensions: Option<http::Extensions>,
+    /// Whether the metrics want the app's route on the response, as a
+    /// [`PythonRoute`](crate::metrics::PythonRoute).
+    pub(super) wants_route: bool,
 }
 
 /// The extensions every HTTP scope advertises; copied per request so apps may mutate theirs.

@@ -23,7 +23,7 @@ use super::codec::request_head;
 use super::context::ResponseState;
 use super::cycle::submit_and_await;
 use crate::BoxError;
-use crate::metrics::{self, PythonRoute};
+use crate::metrics;
 use crate::python::EventLoop;
 
 /// Runs one HTTP request through the app.
@@ -52,14 +52,14 @@ where
     let failure = body_failure.clone();
     let response_state = response_state.clone();
     let queued = metrics::handles().map(|handles| (&handles.queue_wait, Instant::now()));
-    let route_extensions = metrics::enabled().then(PythonRoute::unknown);
+    let wants_route = metrics::enabled();
     let answer = submit_and_await(event_loop, move |py, asked| {
         if let Some((queue_wait, queued)) = queued {
             queue_wait.record(queued.elapsed());
         }
         let carried = Carried {
             state: response_state,
-            route_extensions,
+            wants_route,
         };
         cycle::start(py, head, body, failure, &root_path, carried, asked);
     });

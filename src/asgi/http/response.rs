@@ -82,8 +82,8 @@ pub(super) struct AppResponse {
     /// `state` (set once the scope exists, when any key is declared).
     carried_state: Option<(ResponseState, Py<PyDict>)>,
     /// The scope, when the metrics want the app's route (`scope["route"]`, set by Starlette
-    /// and FastAPI as they route) on the response, and the extensions to put it in.
-    routed_scope: Option<(Py<PyDict>, http::Extensions)>,
+    /// and FastAPI as they route) on the response.
+    routed_scope: Option<Py<PyDict>>,
 }
 
 impl AppResponse {
@@ -98,10 +98,10 @@ impl AppResponse {
         }
     }
 
-    /// Puts the app's route into `extensions`' [`PythonRoute`], which become the response's
-    /// extensions, when the response starts.
-    pub(super) fn tell_route(&mut self, scope: Py<PyDict>, extensions: http::Extensions) {
-        self.routed_scope = Some((scope, extensions));
+    /// Puts the app's route into the response's extensions, as a [`PythonRoute`], when the
+    /// response starts and the app has one.
+    pub(super) fn tell_route(&mut self, scope: Py<PyDict>) {
+        self.routed_scope = Some(scope);
     }
 
     /// Carries the declared keys of the request's `state` into the response's extensions
@@ -131,11 +131,12 @@ impl AppResponse {
         });
         match started {
             Ok((length, mut head, trailers)) => {
-                if let Some((scope, mut extensions)) = self.routed_scope.take() {
-                    if let Some(route) = extensions.get_mut::<PythonRoute>() {
-                        route.0 = route_template(scope.bind(message.py()));
-                    }
-                    head.extensions = extensions;
+                if let Some(route) = self
+                    .routed_scope
+                    .take()
+                    .and_then(|scope| route_template(scope.bind(message.py())))
+                {
+                    head.extensions.insert(PythonRoute(Some(route)));
                 }
                 if let Some((keys, state)) = &self.carried_state {
                     keys.put(state.bind(message.py()), &mut head.extensions);
