@@ -371,14 +371,19 @@ async def pid(scope, receive, send):
 
 async def event_loop(scope, receive, send):
     import asyncio
+    import inspect
     import threading
 
     running = asyncio.get_running_loop()
+    task = asyncio.current_task()
     await _json(
         send,
         {
             "loop": f"{type(running).__module__}.{type(running).__name__}",
             "in_main_thread": threading.current_thread() is threading.main_thread(),
+            # What anyio and debuggers read of the request's task.
+            "task_state": inspect.getcoroutinestate(task.get_coro()),
+            "task_repr": repr(task),
         },
     )
 

@@ -11,7 +11,11 @@
 //!
 //! Responses the app finished in a pass are handed to their connections at the start of the
 //! next [`Driver::run`], inside the runtime, so waking a connection is a push onto the
-//! runtime's local queue rather than a wake-up through its driver.
+//! runtime's local queue rather than a wake-up through its driver; they write before the run
+//! goes on. A response finished while no other request runs has nothing to wait for:
+//! [`Driver::hand_back_now`] runs the runtime from the app's step just long enough for its
+//! connection to write it, and the rest of the step and of the loop's pass runs while the
+//! client reads it (one connection: +4–5 % req/s, paired runs).
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
@@ -78,6 +82,20 @@ impl Driver {
         }
     }
 
+    /// Gives a finished response to its connection and lets the connection write it, from a
+    /// step of the loop (not inside [`Driver::run`]).
+    pub(super) fn hand_back_now(&mut self, py: Python<'_>, hand_back: HandBackFn) {
+        let Some(runtime) = &self.runtime else {
+            return hand_back();
+        };
+        py.detach(|| {
+            runtime.block_on(async move {
+                hand_back();
+                tokio::task::yield_now().await;
+            });
+        });
+    }
+
     /// Takes the runtime out, to be dropped after the asyncio loop has ended (dropping it
     /// drops the connections still there).
     pub(super) fn take_runtime(&mut self) -> Option<tokio::runtime::Runtime> {
@@ -126,9 +144,13 @@ impl Driver {
         let queued = &self.queued;
         let ready = py.detach(|| {
             runtime.block_on(async move {
+                let answered = !hand_backs.is_empty();
                 hand_backs.drain(..).for_each(|hand_back| hand_back());
-                if timeout == Some(Duration::ZERO) {
+                // The answered connections write before anything else runs.
+                if timeout == Some(Duration::ZERO) || answered {
                     tokio::task::yield_now().await;
+                }
+                if timeout == Some(Duration::ZERO) {
                     return ready_now(asyncio_fds);
                 }
                 let ready = ready_now(asyncio_fds);

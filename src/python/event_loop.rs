@@ -31,6 +31,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PySet};
 use tokio_util::sync::CancellationToken;
 
+use super::app_coroutine::{AppCoroutine, OnEnd};
 use super::driver::{Driver, Feed, HandBackFn, RuntimeMode};
 use super::loader::{AppSpec, LoopKind, load_app, new_event_loop};
 use crate::error::{Error, ErrorKind};
@@ -50,6 +51,8 @@ pub(crate) struct LoopObjects {
     /// The tasks of requests and websockets still running, so shutdown can cancel them.
     running: Py<PySet>,
     hand_back: Py<HandBack>,
+    /// [`RuntimeMode::Single`]: the selector's driver, which runs the connections.
+    driver: Option<Py<Driver>>,
 }
 
 struct Shared {
@@ -135,8 +138,10 @@ impl EventLoop {
                         }
                         _ => None,
                     };
-                    let prepared = new_event_loop(py, loop_kind, driver.as_ref())
-                        .and_then(|asyncio_loop| thread_loop.prepare(py, asyncio_loop, &spec));
+                    let prepared =
+                        new_event_loop(py, loop_kind, driver.as_ref()).and_then(|asyncio_loop| {
+                            thread_loop.prepare(py, asyncio_loop, driver.as_ref(), &spec)
+                        });
                     match prepared {
                         Ok(run_forever) => {
                             let _ = ready_tx.send(Ok(()));
@@ -204,7 +209,7 @@ impl EventLoop {
                 )
             })?;
         let event_loop = EventLoop::new(runtime, Wake::eventfd()?, true);
-        event_loop.prepare(py, asyncio_loop, &spec)?;
+        event_loop.prepare(py, asyncio_loop, None, &spec)?;
         event_loop.spawn_deferred_wake();
         Ok(event_loop)
     }
@@ -258,6 +263,7 @@ impl EventLoop {
         &self,
         py: Python<'py>,
         event_loop: Bound<'py, PyAny>,
+        driver: Option<&Bound<'py, Driver>>,
         spec: &AppSpec,
     ) -> Result<Bound<'py, PyAny>, Error> {
         let mut clock: libc::clockid_t = 0;
@@ -290,6 +296,7 @@ impl EventLoop {
                 app,
                 state: PyDict::new(py).unbind(),
                 running: PySet::empty(py)?.unbind(),
+                driver: driver.map(|driver| driver.clone().unbind()),
             };
             if self.shared.objects.set(objects).is_err() {
                 unreachable!("the loop objects are set once, on the loop thread");
@@ -381,8 +388,18 @@ impl EventLoop {
 
     /// Runs `hand_back` (typically: give a finished response to its Tokio task) once the
     /// callbacks ready in this pass of the loop have run, together with every other hand-back
-    /// of the pass. Call on the loop thread only.
+    /// of the pass; with one thread and no other request running, at once. Call on the loop
+    /// thread only.
     pub(crate) fn hand_back(&self, py: Python<'_>, hand_back: impl FnOnce() + Send + 'static) {
+        // With one thread and no other request running, there is nothing to gather: the
+        // response goes out now, and the rest of the app's step, and of the loop's pass,
+        // runs while the client reads it.
+        if self.shared.running_apps.load(Ordering::Acquire) <= 1
+            && let Some(driver) = &self.objects().driver
+            && let Ok(mut driver) = driver.bind(py).try_borrow_mut()
+        {
+            return driver.hand_back_now(py, Box::new(hand_back));
+        }
         let queue = self.objects().hand_back.bind(py);
         let mut queue = queue.borrow_mut();
         queue.pending.push(Box::new(hand_back));
@@ -435,12 +452,18 @@ impl EventLoop {
             cycle.getattr(intern!(py, "receive"))?,
             cycle.getattr(intern!(py, "send"))?,
         ))?;
-        let running = objects.create_task.bind(py).call1((coroutine,))?;
-        let on_done = AppDone {
-            event_loop: self.clone(),
-            on_done: Some(Box::new(on_done)),
+        let on_end: OnEnd = match task {
+            AppTask::Request => {
+                let event_loop = self.clone();
+                Box::new(move |py, error| {
+                    event_loop.request_ended(py);
+                    on_done(py, error);
+                })
+            }
+            AppTask::Lifespan => Box::new(on_done),
         };
-        running.call_method1(intern!(py, "add_done_callback"), (on_done,))?;
+        let coroutine = Bound::new(py, AppCoroutine::new(coroutine, on_end))?;
+        let running = objects.create_task.bind(py).call1((coroutine,))?;
         if task == AppTask::Request {
             objects.running.bind(py).add(&running)?;
             self.shared.running_apps.fetch_add(1, Ordering::AcqRel);
@@ -448,22 +471,19 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Stops counting a finished task and tells how it ended (`Some` error when it raised or
-    /// was cancelled).
-    fn app_done(&self, task: &Bound<'_, PyAny>) -> PyResult<Option<PyErr>> {
-        let py = task.py();
-        if self.objects().running.bind(py).discard(task)?
-            && self.shared.running_apps.fetch_sub(1, Ordering::AcqRel) == 1
-        {
-            self.shared.apps_idle.notify_waiters();
+    /// Stops counting a request's task, which is running its last step.
+    fn request_ended(&self, py: Python<'_>) {
+        let objects = self.objects();
+        let running = objects.running.bind(py);
+        match current_task(objects.event_loop.bind(py)).and_then(|task| running.discard(task)) {
+            Ok(true) => {
+                if self.shared.running_apps.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    self.shared.apps_idle.notify_waiters();
+                }
+            }
+            Ok(false) => {}
+            Err(err) => tracing::error!("cannot find the task of a finished request: {err}"),
         }
-        if task.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
-            return Ok(Some(pyo3::exceptions::PyRuntimeError::new_err(
-                "the ASGI app's task was cancelled",
-            )));
-        }
-        let exception = task.call_method0(intern!(py, "exception"))?;
-        Ok((!exception.is_none()).then(|| PyErr::from_value(exception)))
     }
 
     /// Waits up to `timeout` for every running app task to end; on time-out cancels the
@@ -529,25 +549,13 @@ pub(crate) enum AppTask {
     Lifespan,
 }
 
-/// What a bridge does once its app task ended, with the error it ended on.
-type OnDone = Box<dyn FnOnce(Python<'_>, Option<PyErr>)>;
-
-/// The done-callback of an app task: hands how it ended to its bridge.
-#[pyclass(unsendable)]
-struct AppDone {
-    event_loop: EventLoop,
-    on_done: Option<OnDone>,
-}
-
-#[pymethods]
-impl AppDone {
-    fn __call__(&mut self, task: &Bound<'_, PyAny>) -> PyResult<()> {
-        let error = self.event_loop.app_done(task)?;
-        if let Some(on_done) = self.on_done.take() {
-            on_done(task.py(), error);
-        }
-        Ok(())
-    }
+/// `asyncio.current_task(event_loop)`: the task whose step is running. Given the loop, it
+/// skips looking the running loop up, which costs a `getpid` system call.
+fn current_task<'py>(event_loop: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    static CURRENT_TASK: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    CURRENT_TASK
+        .import(event_loop.py(), "asyncio", "current_task")?
+        .call1((event_loop,))
 }
 
 /// What the loop thread hands back to Tokio, gathered over one pass of the loop.

@@ -1,6 +1,7 @@
 //! The embedded interpreter: start-up ([`interpreter`]), importing the app ([`loader`]) and
 //! the loop thread that runs it ([`event_loop`]).
 
+mod app_coroutine;
 mod driver;
 mod event_loop;
 pub(crate) mod interpreter;

@@ -22,6 +22,15 @@ def test_auto_uses_uvloop_when_installed_and_asyncio_with_one_thread(server_fact
     assert report["in_main_thread"] is False
 
 
+def test_the_request_task_shows_the_app_coroutine_running(server_factory):
+    # The task steps the app's coroutine through the server's wrapper, which passes on what
+    # inspect (and anyio's cancel scopes) read of a coroutine.
+    report = loop_report(server_factory("pyapp.conformance:app"))
+    assert report["task_state"] == "CORO_RUNNING", report
+    # The task names the app's own coroutine (pyapp.conformance's `app`), not a wrapper.
+    assert "coro=<app() running at" in report["task_repr"], report
+
+
 def test_uvloop_can_be_required_with_split_threads(server_factory):
     server = server_factory("pyapp.conformance:app", "--loop", "uvloop", "--runtime-mode", "split")
     assert loop_report(server)["loop"].startswith("uvloop")
