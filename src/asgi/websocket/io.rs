@@ -229,14 +229,18 @@ async fn run_connection(
         }
     };
     let dropped = CancellationToken::new();
+    // The connection is to be dropped once the app has heard why: nothing more is written,
+    // not even a frame of the app's, whose flush would send the close frame yawc queued.
+    let muted = CancellationToken::new();
     // The client's frames are all read: its close handshake is done, or it is gone.
     let read_all = CancellationToken::new();
     // The server's close frame is written: the client's close frame answers it.
     let close_sent = CancellationToken::new();
     let writer = {
-        let (closing, dropped, read_all, close_sent) = (
+        let (closing, dropped, muted, read_all, close_sent) = (
             session.closing.clone(),
             dropped.clone(),
+            muted.clone(),
             read_all.clone(),
             close_sent.clone(),
         );
@@ -245,6 +249,7 @@ async fn run_connection(
             loop {
                 tokio::select! {
                     biased;
+                    () = muted.cancelled() => break,
                     frame = outgoing_rx.recv() => {
                         let Some(frame) = frame else { break };
                         let closing = frame.opcode() == OpCode::Close;
@@ -272,7 +277,7 @@ async fn run_connection(
         }
     };
     let reader = {
-        let dropped = dropped.clone();
+        let (dropped, muted) = (dropped.clone(), muted.clone());
         async move {
             let _read_all = read_all.drop_guard();
             let mut messages = Assembler::new(settings.max_size);
@@ -282,6 +287,7 @@ async fn run_connection(
                     // An unknown opcode is a protocol error (1002), which yawc closes with
                     // 1003: the connection is dropped before that frame goes out.
                     Err(WebSocketError::InvalidOpCode(_)) => {
+                        muted.cancel();
                         session.ended(1002, String::new()).await;
                         return dropped.cancel();
                     }
@@ -299,6 +305,7 @@ async fn run_connection(
                     // RFC 6455 §5.5: a control frame's payload is at most 125 bytes. yawc
                     // queued its echo of this one, so the connection is dropped instead.
                     OpCode::Close if frame.payload().len() > 125 => {
+                        muted.cancel();
                         session.ended(1002, String::new()).await;
                         return dropped.cancel();
                     }
