@@ -36,6 +36,7 @@ pub mod migration;
 mod python;
 mod server;
 mod shutdown;
+mod signal;
 pub mod telemetry;
 
 pub use app::{PythonApp, PythonAppBuilder};

@@ -1,7 +1,7 @@
 //! The stages of a graceful shutdown, shared by the server's connections and the app's
 //! websockets (which outlive the HTTP connection they were upgraded from).
 
-use tokio_util::sync::CancellationToken;
+use crate::signal::Signal;
 use tokio_util::task::TaskTracker;
 
 /// The shutdown stages every connection watches, and the tasks that serve clients, which
@@ -11,8 +11,8 @@ use tokio_util::task::TaskTracker;
 pub(crate) struct Shutdown {
     /// Finish the requests in flight, then close (HTTP/1 stops keep-alive, HTTP/2 sends
     /// GOAWAY, websockets close with 1012).
-    pub(crate) draining: CancellationToken,
+    pub(crate) draining: Signal,
     /// Drop the connection now; its requests' apps see `http.disconnect`.
-    pub(crate) closing: CancellationToken,
+    pub(crate) closing: Signal,
     pub(crate) tasks: TaskTracker,
 }

@@ -3,6 +3,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
+use crate::signal::{DropGuard, Signal};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
 use http::HeaderMap;
@@ -14,7 +15,6 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyBytes;
 use tokio::sync::mpsc;
 use tokio_util::io::ReaderStream;
-use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::BoxError;
 
@@ -130,25 +130,22 @@ enum Kind {
 }
 
 impl ResponseBody {
-    pub(crate) fn full(bytes: Bytes, disconnect: Option<&CancellationToken>) -> Self {
+    pub(crate) fn full(bytes: Bytes, disconnect: Option<&Signal>) -> Self {
         // An empty body is already at its end: hyper never polls it, and it must not look cut off.
         let bytes = (!bytes.is_empty()).then_some(bytes);
         Self::new(Kind::Full(bytes), disconnect)
     }
 
-    pub(crate) fn channel(
-        receiver: mpsc::Receiver<StreamItem>,
-        disconnect: &CancellationToken,
-    ) -> Self {
+    pub(crate) fn channel(receiver: mpsc::Receiver<StreamItem>, disconnect: &Signal) -> Self {
         Self::new(Kind::Channel(receiver), Some(disconnect))
     }
 
-    pub(crate) fn file(file: tokio::fs::File, length: u64, disconnect: &CancellationToken) -> Self {
+    pub(crate) fn file(file: tokio::fs::File, length: u64, disconnect: &Signal) -> Self {
         let stream = ReaderStream::with_capacity(file, 64 * 1024);
         Self::new(Kind::File { stream, length }, Some(disconnect))
     }
 
-    fn new(kind: Kind, disconnect: Option<&CancellationToken>) -> Self {
+    fn new(kind: Kind, disconnect: Option<&Signal>) -> Self {
         ResponseBody {
             kind,
             _disconnect_on_drop: disconnect.map(|token| token.clone().drop_guard()),
@@ -285,7 +282,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_a_response_body_signals_disconnect_to_the_app() {
-        let disconnect = CancellationToken::new();
+        let disconnect = Signal::new();
         let (_sender, receiver) = mpsc::channel(1);
         let body = ResponseBody::channel(receiver, &disconnect);
         assert!(!disconnect.is_cancelled());

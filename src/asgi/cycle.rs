@@ -4,13 +4,13 @@
 //! and its end is handed to the cycle once. (How a call parks without blocking, and why a
 //! cancelled wait is never resolved, is [`super::parking`].)
 
+use crate::signal::Signal;
 use pyo3::PyClass;
 use pyo3::prelude::*;
 use pyo3::pyclass::boolean_struct::False;
 use pyo3::pyclass_init::PyClassInitializer;
 use pyo3::types::PyDict;
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 
 use super::codec::message_type;
 use super::disconnected::ClientDisconnected;
@@ -58,7 +58,7 @@ pub(super) struct Asked<T> {
     pub(super) answer: oneshot::Sender<T>,
     /// Fires if the asking task stops waiting first: hyper drops a request's future when its
     /// client leaves.
-    pub(super) gone: CancellationToken,
+    pub(super) gone: Signal,
 }
 
 /// Queues `job` on the loop thread and awaits its answer on Tokio. `None` when the job
@@ -68,7 +68,7 @@ pub(super) async fn submit_and_await<T: Send + 'static>(
     job: impl for<'py> FnOnce(Python<'py>, Asked<T>) + Send + 'static,
 ) -> Option<T> {
     let (answer, answer_rx) = oneshot::channel();
-    let gone = CancellationToken::new();
+    let gone = Signal::new();
     let gone_on_drop = gone.clone().drop_guard();
     let asked = Asked {
         event_loop: event_loop.clone(),

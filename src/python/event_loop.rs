@@ -25,11 +25,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::signal::Signal;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PySet};
-use tokio_util::sync::CancellationToken;
 
 use super::app_coroutine::{AppCoroutine, OnEnd};
 use super::driver::{Driver, Feed, HandBackFn, RuntimeMode};
@@ -72,7 +72,7 @@ struct Shared {
     /// Set by [`EventLoop::stop`]: the loop ending afterwards is expected.
     stopping: AtomicBool,
     /// Fired when the loop ended without being asked to.
-    died: CancellationToken,
+    died: Signal,
     /// The loop thread's CPU-time clock, for how busy it is.
     cpu_clock: OnceLock<libc::clockid_t>,
 }
@@ -226,7 +226,7 @@ impl EventLoop {
                 objects: OnceLock::new(),
                 attached,
                 stopping: AtomicBool::new(false),
-                died: CancellationToken::new(),
+                died: Signal::new(),
                 cpu_clock: OnceLock::new(),
             }),
         }

@@ -2,20 +2,20 @@
 //! load balancer's or Kubernetes' probes: 200 while serving, 503 once draining after
 //! SIGTERM or while the loop thread is blocked past `--loop-block-warn`.
 
+use crate::signal::Signal;
 use http::{Request, Response, StatusCode};
 use http_body_util::Empty;
-use tokio_util::sync::CancellationToken;
 
 use crate::python::LoopWatch;
 
 pub(super) struct Health {
     path: String,
-    draining: CancellationToken,
+    draining: Signal,
     loop_watch: LoopWatch,
 }
 
 impl Health {
-    pub(super) fn new(path: String, draining: CancellationToken, loop_watch: LoopWatch) -> Self {
+    pub(super) fn new(path: String, draining: Signal, loop_watch: LoopWatch) -> Self {
         Health {
             path,
             draining,

@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
+use crate::signal::Signal;
 use http::{HeaderValue, Response, StatusCode, Version};
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::CancellationToken;
 
 /// The least time between two looks of the watcher while requests are in flight, so that a
 /// zero timeout does not make it spin.
@@ -73,7 +73,7 @@ impl KeepAlive {
 
     /// Resolves when the connection is to be shut down gracefully: once it has been idle for
     /// the timeout after a response, or once `draining` is cancelled and [`drained`](Self::drained).
-    pub(super) async fn finished(&self, draining: &CancellationToken) {
+    pub(super) async fn finished(&self, draining: &Signal) {
         tokio::select! {
             () = self.expired() => {}
             () = self.drained(draining) => {}
@@ -84,7 +84,7 @@ impl KeepAlive {
     /// answers it with `connection: close` and then closes; HTTP/2 gets its GOAWAY with it
     /// in flight), or once nothing has been in flight for [`DRAIN_GRACE`] (or the
     /// keep-alive timeout, when shorter) since the drain began or the last response.
-    async fn drained(&self, draining: &CancellationToken) {
+    async fn drained(&self, draining: &Signal) {
         draining.cancelled().await;
         let began = Instant::now();
         let requests = self.requests.load(Ordering::Acquire);
@@ -160,7 +160,7 @@ impl KeepAlive {
 pub(super) fn close_when_draining<B>(
     response: &mut Response<B>,
     version: Version,
-    draining: &CancellationToken,
+    draining: &Signal,
 ) {
     let http1 = matches!(version, Version::HTTP_10 | Version::HTTP_11);
     if http1 && draining.is_cancelled() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -257,7 +257,7 @@ mod tests {
     async fn a_draining_connection_with_nothing_in_flight_finishes_after_the_grace() {
         let keep_alive = KeepAlive::new(TIMEOUT);
         drop(keep_alive.request());
-        let draining = CancellationToken::new();
+        let draining = Signal::new();
         let mut finished = std::pin::pin!(keep_alive.finished(&draining));
         assert!(!finishes_within(finished.as_mut(), TIMEOUT / 2).await);
         draining.cancel();
@@ -269,7 +269,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_draining_connection_not_used_yet_waits_the_grace_for_its_first_request() {
         let keep_alive = KeepAlive::new(TIMEOUT);
-        let draining = CancellationToken::new();
+        let draining = Signal::new();
         draining.cancel();
         let mut finished = std::pin::pin!(keep_alive.finished(&draining));
         assert!(!finishes_within(finished.as_mut(), DRAIN_GRACE / 2).await);
@@ -282,7 +282,7 @@ mod tests {
     async fn a_request_in_flight_at_the_drain_gets_the_grace_after_its_response() {
         let keep_alive = KeepAlive::new(TIMEOUT);
         let request = keep_alive.request();
-        let draining = CancellationToken::new();
+        let draining = Signal::new();
         draining.cancel();
         let mut finished = std::pin::pin!(keep_alive.finished(&draining));
         assert!(!finishes_within(finished.as_mut(), TIMEOUT * 10).await);
@@ -300,7 +300,7 @@ mod tests {
     async fn a_keep_alive_timeout_shorter_than_the_grace_bounds_the_drain() {
         let short = Duration::from_millis(200);
         let keep_alive = KeepAlive::new(short);
-        let draining = CancellationToken::new();
+        let draining = Signal::new();
         draining.cancel();
         let mut finished = std::pin::pin!(keep_alive.finished(&draining));
         assert!(finishes_within(finished.as_mut(), short + Duration::from_millis(1)).await);
@@ -308,7 +308,7 @@ mod tests {
 
     #[test]
     fn http1_responses_given_while_draining_say_connection_close() {
-        let draining = CancellationToken::new();
+        let draining = Signal::new();
         let closes = |version, status| {
             let mut response = Response::builder().status(status).body(()).unwrap();
             close_when_draining(&mut response, version, &draining);

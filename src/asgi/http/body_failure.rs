@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::signal::Signal;
 use http::{HeaderValue, Response, StatusCode};
-use tokio_util::sync::CancellationToken;
 
 use crate::BoxError;
 use crate::asgi::body::ResponseBody;
@@ -15,7 +15,7 @@ use crate::asgi::codec::plain_response;
 /// body timeout fails it with an `io::Error` of kind `TimedOut`).
 #[derive(Clone, Default)]
 pub(super) struct BodyFailure {
-    fired: CancellationToken,
+    fired: Signal,
     stalled: Arc<AtomicBool>,
 }
 

@@ -4,13 +4,13 @@
 //! Tokio task resolves (through the job queue) when data or a disconnect arrives. `send`
 //! moves the [`AppResponse`] on; whatever it must hand to Tokio crosses as Rust-owned data.
 
+use crate::signal::Signal;
 use bytes::Bytes;
 use http::Response;
 use http_body::Body;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
-use tokio_util::sync::CancellationToken;
 
 use super::body_failure::BodyFailure;
 use super::response::{AppResponse, Ending, Step};
@@ -106,7 +106,7 @@ pub(super) struct HttpCycle {
     event_loop: EventLoop,
     inbox: Inbox<RequestBody, Incoming>,
     outbox: Outbox<StreamItem>,
-    disconnect: CancellationToken,
+    disconnect: Signal,
     /// Fired by the read that found the request body broken or stalled: the client's
     /// fault, not the app's.
     body_failure: BodyFailure,
@@ -221,7 +221,7 @@ impl HttpCycle {
 
 /// How a request body read can end besides a chunk: the client left, or the body broke.
 struct Ends {
-    disconnect: CancellationToken,
+    disconnect: Signal,
     body_failure: BodyFailure,
 }
 

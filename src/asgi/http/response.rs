@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::signal::Signal;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body::Frame;
@@ -13,7 +14,6 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
 use crate::BoxError;
 use crate::asgi::body::{ResponseBody, StreamItem, app_bytes};
@@ -77,7 +77,7 @@ pub(super) struct AppResponse {
     /// The body length the app's `content-length` promised, checked as the body goes out.
     length: DeclaredLength,
     /// Given to the response body, which fires it when hyper drops the body.
-    disconnect: CancellationToken,
+    disconnect: Signal,
     /// Keys of the request's `state` that go into the response's extensions, and that
     /// `state` (set once the scope exists, when any key is declared).
     carried_state: Option<(ResponseState, Py<PyDict>)>,
@@ -87,7 +87,7 @@ pub(super) struct AppResponse {
 }
 
 impl AppResponse {
-    pub(super) fn new(answer: Answer, head_request: bool, disconnect: CancellationToken) -> Self {
+    pub(super) fn new(answer: Answer, head_request: bool, disconnect: Signal) -> Self {
         AppResponse {
             state: State::NotStarted { answer },
             head_request,

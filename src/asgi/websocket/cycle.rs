@@ -1,6 +1,7 @@
 //! The loop-thread half of a websocket: the `receive`/`send` pair the app gets, and the
 //! phases the app moves the websocket through (handshake, denial response, open, closed).
 
+use crate::signal::Signal;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
@@ -8,7 +9,6 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 use yawc::Frame;
 
 use super::event::{Event, close_frame};
@@ -110,7 +110,7 @@ type Answer = oneshot::Sender<Response<ResponseBody>>;
 /// the handshake.
 struct Source {
     events: mpsc::Receiver<Event>,
-    gone: CancellationToken,
+    gone: Signal,
 }
 
 /// One websocket's ASGI `receive`/`send` pair. Lives on the loop thread.

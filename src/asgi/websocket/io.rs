@@ -5,12 +5,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use crate::signal::Signal;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use http::HeaderValue;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use yawc::streaming::Streaming;
 use yawc::{Frame, OpCode, Options, Role, WebSocket, WebSocketError};
 
@@ -33,8 +33,8 @@ pub(super) struct Connection {
     pub(super) frames: mpsc::Sender<Frame>,
     /// Fired before the app hears that the session ends (the client's close frame, a broken
     /// connection, shutdown): whatever the app sends after that has no one to go to.
-    pub(super) closing: CancellationToken,
-    app_ended: CancellationToken,
+    pub(super) closing: Signal,
+    app_ended: Signal,
 }
 
 impl Connection {
@@ -94,8 +94,8 @@ pub(super) fn spawn(
     let (frames, frames_rx) = mpsc::channel(OUTGOING_CAPACITY);
     let connection = Connection {
         frames,
-        closing: CancellationToken::new(),
-        app_ended: CancellationToken::new(),
+        closing: Signal::new(),
+        app_ended: Signal::new(),
     };
     let session = Session {
         incoming,
@@ -123,7 +123,7 @@ pub(super) fn spawn(
 struct Session {
     incoming: mpsc::Sender<Event>,
     outgoing: mpsc::Sender<Frame>,
-    closing: CancellationToken,
+    closing: Signal,
 }
 
 impl Session {
@@ -191,7 +191,7 @@ async fn run_connection(
     settings: Settings,
     session: Session,
     mut outgoing_rx: mpsc::Receiver<Frame>,
-    app_ended: CancellationToken,
+    app_ended: Signal,
     shutdown: Shutdown,
 ) {
     let upgraded = match on_upgrade.await {
@@ -228,14 +228,14 @@ async fn run_connection(
             let _ = tokio::time::timeout(SERVICE_RESTART_GRACE, goodbye).await;
         }
     };
-    let dropped = CancellationToken::new();
+    let dropped = Signal::new();
     // The connection is to be dropped once the app has heard why: nothing more is written,
     // not even a frame of the app's, whose flush would send the close frame yawc queued.
-    let muted = CancellationToken::new();
+    let muted = Signal::new();
     // The client's frames are all read: its close handshake is done, or it is gone.
-    let read_all = CancellationToken::new();
+    let read_all = Signal::new();
     // The server's close frame is written: the client's close frame answers it.
-    let close_sent = CancellationToken::new();
+    let close_sent = Signal::new();
     let writer = {
         let (closing, dropped, muted, read_all, close_sent) = (
             session.closing.clone(),
