@@ -42,6 +42,7 @@ Routes (paths are matched after removing ``root_path``):
 """
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import os
@@ -369,6 +370,9 @@ async def pid(scope, receive, send):
     await _json(send, {"pid": os.getpid()})
 
 
+_request_var = contextvars.ContextVar("request_var", default=None)
+
+
 async def event_loop(scope, receive, send):
     import asyncio
     import inspect
@@ -376,9 +380,16 @@ async def event_loop(scope, receive, send):
 
     running = asyncio.get_running_loop()
     task = asyncio.current_task()
+    # What an earlier request set in its context must not show here.
+    var_before = _request_var.get()
+    _request_var.set(scope.get("query_string", b"").decode())
+    await asyncio.sleep(0)
     await _json(
         send,
         {
+            "context_var_before": var_before,
+            "context_var_after_await": _request_var.get(),
+            "same_task_after_await": asyncio.current_task() is task,
             "loop": f"{type(running).__module__}.{type(running).__name__}",
             "in_main_thread": threading.current_thread() is threading.main_thread(),
             # What anyio and debuggers read of the request's task.

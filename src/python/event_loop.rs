@@ -32,7 +32,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PySet};
 
 use super::app_coroutine::{AppCoroutine, OnEnd};
-use super::driver::{Driver, Feed, HandBackFn, RuntimeMode};
+use super::driver::{self, Driver, Feed, HandBackFn, RuntimeMode};
 use super::loader::{AppSpec, LoopKind, load_app, new_event_loop};
 use crate::error::{Error, ErrorKind};
 
@@ -75,6 +75,18 @@ struct Shared {
     died: Signal,
     /// The loop thread's CPU-time clock, for how busy it is.
     cpu_clock: OnceLock<libc::clockid_t>,
+    /// A job runs inline ([`EventLoop::run_inline`]); loop thread only.
+    inline: AtomicBool,
+    /// The request task the inline job started, to step before the job returns.
+    started: Mutex<Option<StartedTask>>,
+}
+
+/// A request's task created by an inline job, not stepped yet.
+struct StartedTask {
+    task: Py<PyAny>,
+    coroutine: Py<AppCoroutine>,
+    /// The task's context, which its early step runs in.
+    context: Py<PyAny>,
 }
 
 /// A cheap, cloneable handle to the loop thread.
@@ -228,6 +240,8 @@ impl EventLoop {
                 stopping: AtomicBool::new(false),
                 died: Signal::new(),
                 cpu_clock: OnceLock::new(),
+                inline: AtomicBool::new(false),
+                started: Mutex::new(None),
             }),
         }
     }
@@ -366,8 +380,15 @@ impl EventLoop {
         }
     }
 
-    /// Queues a job for the loop thread, waking it only if it was idle.
+    /// Queues a job for the loop thread, waking it only if it was idle; in
+    /// [`RuntimeMode::Single`], from a connection on the loop thread, runs it at once.
     pub(crate) fn submit(&self, job: Job) {
+        if let Wake::Driver(queued) = &self.shared.wake
+            && !self.shared.inline.load(Ordering::Relaxed)
+            && driver::take_inline_turn(queued)
+        {
+            return self.run_inline(job);
+        }
         self.queue().push(job);
         // Checked after queueing: either the dying loop thread or this call drops the job.
         if self.shared.died.is_cancelled() {
@@ -386,11 +407,68 @@ impl EventLoop {
         }
     }
 
+    /// Runs `job` on the loop thread from inside the driver's run of the connections
+    /// ([`RuntimeMode::Single`]): a connection that read a request starts its app right
+    /// away, and the app's first step runs before the connection's poll goes on, so an
+    /// app that answers without waiting is answered in that same poll, written before
+    /// anything else runs. The rest (the task's end, what the app scheduled) runs as the
+    /// driver returns to asyncio, which the job's wake-up makes it do.
+    fn run_inline(&self, job: Job) {
+        Python::attach(|py| {
+            self.shared.inline.store(true, Ordering::Relaxed);
+            job(py);
+            let started = self.lock_started().take();
+            if let Some(started) = started {
+                self.step_before_task(py, started);
+            }
+            self.shared.inline.store(false, Ordering::Relaxed);
+        });
+        // As a queued job's: the driver returns once to asyncio for all of them.
+        if !self.shared.wake_scheduled.swap(true, Ordering::AcqRel) {
+            self.wake_now();
+        }
+    }
+
+    fn lock_started(&self) -> std::sync::MutexGuard<'_, Option<StartedTask>> {
+        self.shared
+            .started
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes the app's first step as its task's, as asyncio would: the task current (for
+    /// `asyncio.current_task()`, anyio's cancel scopes) and its context entered.
+    fn step_before_task(&self, py: Python<'_>, started: StartedTask) {
+        let event_loop = self.objects().event_loop.bind(py);
+        let task = started.task.bind(py);
+        if let Err(err) = swap_current_task(event_loop, task, true) {
+            // The task's own first step runs the app instead.
+            tracing::debug!("cannot step the app before its task: {err}");
+            return;
+        }
+        // SAFETY: the context is a live `contextvars.Context`, entered and exited around
+        // the step on this thread, with the GIL held.
+        if unsafe { pyo3::ffi::PyContext_Enter(started.context.as_ptr()) } == 0 {
+            started.coroutine.bind(py).borrow().step_before_task(py);
+            // SAFETY: as above; exits the context just entered.
+            unsafe { pyo3::ffi::PyContext_Exit(started.context.as_ptr()) };
+        } else {
+            PyErr::fetch(py);
+        }
+        if let Err(err) = swap_current_task(event_loop, task, false) {
+            tracing::error!("cannot leave the request task after its first step: {err}");
+        }
+    }
+
     /// Runs `hand_back` (typically: give a finished response to its Tokio task) once the
     /// callbacks ready in this pass of the loop have run, together with every other hand-back
     /// of the pass; with one thread and no other request running, at once. Call on the loop
     /// thread only.
     pub(crate) fn hand_back(&self, py: Python<'_>, hand_back: impl FnOnce() + Send + 'static) {
+        // Inside the connections' run: the connection is polled next.
+        if self.shared.inline.load(Ordering::Relaxed) {
+            return hand_back();
+        }
         // With one thread and no other request running, there is nothing to gather: the
         // response goes out now, and the rest of the app's step, and of the loop's pass,
         // runs while the client reads it.
@@ -463,7 +541,26 @@ impl EventLoop {
             AppTask::Lifespan => Box::new(on_done),
         };
         let coroutine = Bound::new(py, AppCoroutine::new(coroutine, on_end))?;
-        let running = objects.create_task.bind(py).call1((coroutine,))?;
+        let running = if task == AppTask::Request && self.shared.inline.load(Ordering::Relaxed) {
+            // Stepped by `run_inline` once the job is done, in the task's context.
+            // SAFETY: the GIL is held; a non-NULL result is a new reference.
+            let context =
+                unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyContext_CopyCurrent())? };
+            let kwargs = PyDict::new(py);
+            kwargs.set_item(intern!(py, "context"), &context)?;
+            let running = objects
+                .create_task
+                .bind(py)
+                .call((&coroutine,), Some(&kwargs))?;
+            *self.lock_started() = Some(StartedTask {
+                task: running.clone().unbind(),
+                coroutine: coroutine.unbind(),
+                context: context.unbind(),
+            });
+            running
+        } else {
+            objects.create_task.bind(py).call1((coroutine,))?
+        };
         if task == AppTask::Request {
             objects.running.bind(py).add(&running)?;
             self.shared.running_apps.fetch_add(1, Ordering::AcqRel);
@@ -556,6 +653,24 @@ fn current_task<'py>(event_loop: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAn
     CURRENT_TASK
         .import(event_loop.py(), "asyncio", "current_task")?
         .call1((event_loop,))
+}
+
+/// Makes `task` the current task of `event_loop` (`enter`) or no longer (`!enter`), as
+/// asyncio's own task steps do (`asyncio.tasks._enter_task`/`_leave_task`, which Python
+/// 3.12's eager tasks use the same way).
+fn swap_current_task(
+    event_loop: &Bound<'_, PyAny>,
+    task: &Bound<'_, PyAny>,
+    enter: bool,
+) -> PyResult<()> {
+    static ENTER: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    static LEAVE: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    let py = event_loop.py();
+    let swap = match enter {
+        true => ENTER.import(py, "asyncio.tasks", "_enter_task")?,
+        false => LEAVE.import(py, "asyncio.tasks", "_leave_task")?,
+    };
+    swap.call1((event_loop, task)).map(drop)
 }
 
 /// What the loop thread hands back to Tokio, gathered over one pass of the loop.

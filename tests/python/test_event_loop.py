@@ -31,6 +31,19 @@ def test_the_request_task_shows_the_app_coroutine_running(server_factory):
     assert "coro=<app() running at" in report["task_repr"], report
 
 
+def test_each_request_runs_in_its_own_task_and_context(server_factory):
+    # With one thread, a request's app starts inside the connection's read and takes its
+    # first step there: still in its own task and its own copy of the context.
+    server = server_factory("pyapp.conformance:app")
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for request in ("first", "second", "third"):
+            report = client.get("/loop", params={request: ""}).json()
+            assert report["context_var_before"] is None, report
+            assert report["context_var_after_await"] == f"{request}=", report
+            assert report["same_task_after_await"] is True, report
+            assert report["task_state"] == "CORO_RUNNING", report
+
+
 def test_uvloop_can_be_required_with_split_threads(server_factory):
     server = server_factory("pyapp.conformance:app", "--loop", "uvloop", "--runtime-mode", "split")
     assert loop_report(server)["loop"].startswith("uvloop")
