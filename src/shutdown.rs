@@ -1,8 +1,9 @@
 //! The stages of a graceful shutdown, shared by the server's connections and the app's
 //! websockets (which outlive the HTTP connection they were upgraded from).
 
-use crate::signal::Signal;
 use tokio_util::task::TaskTracker;
+
+use crate::signal::Signal;
 
 /// The shutdown stages every connection watches, and the tasks that serve clients, which
 /// shutdown waits for: connections, and the websockets upgraded from them, which outlive

@@ -3,7 +3,6 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use crate::signal::{DropGuard, Signal};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
 use http::HeaderMap;
@@ -17,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::io::ReaderStream;
 
 use crate::BoxError;
+use crate::signal::{DropGuard, Signal};
 
 /// A request body of any Tower stack, erased once at the edge.
 pub(super) type IncomingBody = UnsyncBoxBody<Bytes, BoxError>;

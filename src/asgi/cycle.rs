@@ -4,7 +4,6 @@
 //! and its end is handed to the cycle once. (How a call parks without blocking, and why a
 //! cancelled wait is never resolved, is [`super::parking`].)
 
-use crate::signal::Signal;
 use pyo3::PyClass;
 use pyo3::prelude::*;
 use pyo3::pyclass::boolean_struct::False;
@@ -16,6 +15,7 @@ use super::codec::message_type;
 use super::disconnected::ClientDisconnected;
 use super::violation::not_allowed;
 use crate::python::{AppTask, EventLoop, format_traceback};
+use crate::signal::Signal;
 
 /// The loop-thread half of one app call: a Python object whose `receive` and `send` the app
 /// gets.

@@ -25,7 +25,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::signal::Signal;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -35,6 +34,7 @@ use super::app_coroutine::{AppCoroutine, OnEnd};
 use super::driver::{self, Driver, Feed, HandBackFn, RuntimeMode};
 use super::loader::{AppSpec, LoopKind, load_app, new_event_loop};
 use crate::error::{Error, ErrorKind};
+use crate::signal::Signal;
 
 /// Work for the loop thread; it runs with the GIL held, between two asyncio callbacks.
 pub(super) type Job = Box<dyn for<'py> FnOnce(Python<'py>) + Send>;

@@ -2,11 +2,11 @@
 //! load balancer's or Kubernetes' probes: 200 while serving, 503 once draining after
 //! SIGTERM or while the loop thread is blocked past `--loop-block-warn`.
 
-use crate::signal::Signal;
 use http::{Request, Response, StatusCode};
 use http_body_util::Empty;
 
 use crate::python::LoopWatch;
+use crate::signal::Signal;
 
 pub(super) struct Health {
     path: String,

@@ -24,9 +24,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use crate::signal::Signal;
 use http::{HeaderValue, Response, StatusCode, Version};
 use tokio::time::{Instant, Sleep};
+
+use crate::signal::Signal;
 
 /// The least time between two looks of the watcher while requests are in flight, so that a
 /// zero timeout does not make it spin.

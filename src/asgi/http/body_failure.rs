@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::signal::Signal;
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::BoxError;
 use crate::asgi::body::ResponseBody;
 use crate::asgi::codec::plain_response;
+use crate::signal::Signal;
 
 /// Why the request body could not be read, as the client's answer tells it: a broken
 /// framing or a client gone (400), or a body that stopped arriving (408; the server's

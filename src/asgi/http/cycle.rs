@@ -4,7 +4,6 @@
 //! Tokio task resolves (through the job queue) when data or a disconnect arrives. `send`
 //! moves the [`AppResponse`] on; whatever it must hand to Tokio crosses as Rust-owned data.
 
-use crate::signal::Signal;
 use bytes::Bytes;
 use http::Response;
 use http_body::Body;
@@ -23,6 +22,7 @@ use crate::asgi::disconnected::client_disconnected;
 use crate::asgi::parking::{Closed, Inbox, IntoMessage, Next, Outbox};
 use crate::asgi::scope::{self, RequestHead};
 use crate::python::{AppTask, EventLoop};
+use crate::signal::Signal;
 
 /// Runs on the loop thread: builds the scope and starts the app. `asked.gone` is the
 /// request's disconnect: it fires when hyper drops the request or its response body.

@@ -6,7 +6,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::signal::Signal;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body::Frame;
@@ -22,6 +21,7 @@ use crate::asgi::context::ResponseState;
 use crate::asgi::violation::{self, bad_value, refusal, refuse};
 use crate::metrics::PythonRoute;
 use crate::python::EventLoop;
+use crate::signal::Signal;
 
 /// Chunks of a streamed response that may wait for the socket before `send` parks.
 const STREAM_CHANNEL_CAPACITY: usize = 4;

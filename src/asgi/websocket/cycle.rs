@@ -1,7 +1,6 @@
 //! The loop-thread half of a websocket: the `receive`/`send` pair the app gets, and the
 //! phases the app moves the websocket through (handshake, denial response, open, closed).
 
-use crate::signal::Signal;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
@@ -25,6 +24,7 @@ use crate::asgi::scope::{self, RequestHead};
 use crate::asgi::violation::{self, bad_value, refusal, refuse, wrong_type};
 use crate::python::{AppTask, EventLoop};
 use crate::shutdown::Shutdown;
+use crate::signal::Signal;
 
 /// Messages from the client that may wait for the app before reading stops.
 const INCOMING_CAPACITY: usize = 16;

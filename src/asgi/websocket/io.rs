@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use crate::signal::Signal;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use http::HeaderValue;
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -18,6 +17,7 @@ use super::event::{ABNORMAL_CLOSURE, Event, close_frame};
 use super::message::Assembler;
 use crate::metrics::Counted;
 use crate::shutdown::Shutdown;
+use crate::signal::Signal;
 
 /// Messages from the app that may wait for the socket before `send` parks.
 const OUTGOING_CAPACITY: usize = 16;
