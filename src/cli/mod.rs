@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::process::ExitCode;
 
 use axum::Router;
-use axum::body::Body;
+use axum::response::IntoResponse;
 use clap::{CommandFactory, Parser};
 use pyo3::prelude::*;
 use tower::ServiceBuilder;
@@ -278,8 +278,14 @@ fn build_server(
     // The app's requests are counted by a layer around its service rather than by
     // `Router::layer`, which would box their bodies and future once more.
     let app = match cli.metrics_bind {
-        Some(_) => Either::Left(MapResponse::new(python.service().metered(), boxed_body)),
-        None => Either::Right(MapResponse::new(python.service(), boxed_body)),
+        Some(_) => Either::Left(MapResponse::new(
+            python.service().metered(),
+            IntoResponse::into_response,
+        )),
+        None => Either::Right(MapResponse::new(
+            python.service(),
+            IntoResponse::into_response,
+        )),
     };
     let app = if static_dirs.is_empty() {
         // Nothing to route: no path to match and no boxed clone of the app's service per
@@ -304,15 +310,6 @@ fn build_server(
         .fold(Server::new(service), Server::listen)
         .options(cli.server_options().signals(signals));
     (server.handle(), server.serve(python))
-}
-
-/// The response body the server's layers take.
-fn boxed_body<B>(response: http::Response<B>) -> http::Response<Body>
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<crate::BoxError>,
-{
-    response.map(Body::new)
 }
 
 /// Serves the app in this process: alone, or as one worker of a supervisor.

@@ -150,11 +150,11 @@ impl Driver {
         let queued = &self.queued;
         // Only a loop with nothing else to do starts a request inline; a busy one starts
         // those read together in one pass.
-        let idle = hand_backs.is_empty() && timeout != Some(Duration::ZERO);
+        let answered = !hand_backs.is_empty();
+        let idle = !answered && timeout != Some(Duration::ZERO);
         let ready = py.detach(|| {
             let _running = RunningHere::enter(queued, idle);
             runtime.block_on(async move {
-                let answered = !hand_backs.is_empty();
                 hand_backs.drain(..).for_each(|hand_back| hand_back());
                 // The answered connections write before anything else runs.
                 if timeout == Some(Duration::ZERO) || answered {

@@ -383,8 +383,8 @@ impl EventLoop {
     /// Queues a job for the loop thread, waking it only if it was idle; in
     /// [`RuntimeMode::Single`], from a connection on the loop thread, runs it at once.
     pub(crate) fn submit(&self, job: Job) {
+        // A job queued by an inline one finds the turn taken: it is queued.
         if let Wake::Driver(queued) = &self.shared.wake
-            && !self.shared.inline.load(Ordering::Relaxed)
             && driver::take_inline_turn(queued)
         {
             return self.run_inline(job);
