@@ -34,7 +34,18 @@ struct FormattedLine {
     response_headers: Vec<Option<HeaderValue>>,
 }
 
+/// The target of the access-log events: `RUST_LOG=rust_asgi_server::access=off` silences
+/// them alone.
+const TARGET: &str = "rust_asgi_server::access";
+
 impl RequestLine {
+    /// Whether a line would be written anywhere: with no subscriber, or a log level above
+    /// `info` for [`TARGET`] (`--log-level warning`, as uvicorn hides its access log
+    /// then), the request's facts are not even gathered.
+    pub(super) fn wanted() -> bool {
+        tracing::enabled!(target: TARGET, tracing::Level::INFO)
+    }
+
     pub(super) fn new<B>(
         request: &http::Request<B>,
         client: Option<std::net::SocketAddr>,
@@ -111,20 +122,18 @@ impl<B: Body> LoggedBody<B> {
             // The format is the whole line: no "(incomplete)" mark that a parser of it
             // would not expect.
             tracing::info!(
-                target: "rust_asgi_server::access",
+                target: TARGET,
                 trace_id = line.trace_id.map(tracing::field::display),
                 "{}",
                 formatted.format.line(&exchange)
             );
             return;
         }
-        let client = line
-            .client
-            .map_or_else(|| "-".to_string(), |client| client.to_string());
         tracing::info!(
-            target: "rust_asgi_server::access",
+            target: TARGET,
             trace_id = line.trace_id.map(tracing::field::display),
-            "{client} \"{} {} {:?}\" {} {}B {:.2}ms{}",
+            "{} \"{} {} {:?}\" {} {}B {:.2}ms{}",
+            Client(line.client),
             line.method,
             line.path_and_query,
             line.version,
@@ -133,6 +142,19 @@ impl<B: Body> LoggedBody<B> {
             line.started.elapsed().as_secs_f64() * 1000.0,
             if completed { "" } else { " (incomplete)" },
         );
+    }
+}
+
+/// The client's address, or `-` when there is none (a Unix socket), formatted only when
+/// the line is.
+struct Client(Option<std::net::SocketAddr>);
+
+impl std::fmt::Display for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(client) => client.fmt(f),
+            None => f.write_str("-"),
+        }
     }
 }
 
@@ -177,5 +199,30 @@ impl<B: Body> Drop for LoggedBody<B> {
         // unless there was nothing to send.
         let completed = self.head || self.inner.is_end_stream();
         self.log(completed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::prelude::*;
+
+    use super::RequestLine;
+
+    fn wanted_at(level: LevelFilter) -> bool {
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::sink)
+                .with_filter(level),
+        );
+        tracing::subscriber::with_default(subscriber, RequestLine::wanted)
+    }
+
+    #[test]
+    fn lines_are_gathered_only_when_a_subscriber_would_write_them() {
+        assert!(!RequestLine::wanted(), "no subscriber");
+        assert!(wanted_at(LevelFilter::INFO));
+        assert!(wanted_at(LevelFilter::DEBUG));
+        assert!(!wanted_at(LevelFilter::WARN), "--log-level warning");
     }
 }

@@ -328,7 +328,7 @@ where
         if let Some(tls) = tls {
             request.extensions_mut().insert(tls.clone());
         }
-        let line = self.access_log.then(|| {
+        let line = (self.access_log && RequestLine::wanted()).then(|| {
             RequestLine::new(&request, connection.client, self.access_log_format.as_ref())
                 .traced(trace.as_ref().and_then(RequestSpan::trace_id))
         });
