@@ -59,6 +59,13 @@ impl Protocols {
     pub(super) fn new(versions: HttpVersions, options: &ServerOptions) -> Self {
         let max_buf_size = options.max_header_bytes.max(8192);
         let max_header_list = u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX);
+        // hyper's own timer guards each later head of a kept-alive connection, at the cost
+        // of a timer set and cleared per request. The keep-alive watch (`KeepAlive`) shuts
+        // down a connection whose next head has not been read within the keep-alive timeout
+        // of the last response, partly sent or not; hyper's timer only matters when that
+        // timeout is the longer one.
+        let header_read_timeout = (options.timeout_keep_alive > options.header_read_timeout)
+            .then_some(options.header_read_timeout);
         match versions {
             HttpVersions::Auto => {
                 let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -68,7 +75,7 @@ impl Protocols {
                     .keep_alive(true)
                     .max_buf_size(max_buf_size)
                     .max_headers(options.max_headers)
-                    .header_read_timeout(options.header_read_timeout)
+                    .header_read_timeout(header_read_timeout)
                     .auto_date_header(options.date_header);
                 builder
                     .http2()
@@ -84,7 +91,7 @@ impl Protocols {
                     .keep_alive(true)
                     .max_buf_size(max_buf_size)
                     .max_headers(options.max_headers)
-                    .header_read_timeout(options.header_read_timeout)
+                    .header_read_timeout(header_read_timeout)
                     .auto_date_header(options.date_header);
                 Protocols::Http1(builder)
             }

@@ -10,7 +10,10 @@
 //! keep-alive is a ping that keeps an idle connection open rather than closing it. So each
 //! connection counts its requests in flight: it is dropped if none has arrived by the
 //! header-read deadline, and shut down gracefully once none has been in flight for the
-//! keep-alive timeout since its last response, as uvicorn does.
+//! keep-alive timeout since its last response, as uvicorn does. A next head still arriving
+//! then is cut off with it (hyper counts a connection busy only once a whole head is read),
+//! so hyper's own timer, which costs a timer set and cleared per request, is set only when
+//! the keep-alive timeout is the longer one (`Protocols::new`).
 //!
 //! Draining ends keep-alive without closing a connection under a client that is sending on
 //! it: responses given meanwhile say `connection: close` (HTTP/1), and a connection is shut

@@ -179,6 +179,24 @@ def test_a_connection_without_a_request_is_closed_after_the_header_timeout(serve
     assert raw_request(server.port, b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n").status == 200
 
 
+@pytest.mark.parametrize(
+    "timeouts",
+    [("--timeout-keep-alive", "1"), ("--timeout-keep-alive", "10", "--timeout-header-read", "1")],
+    ids=["keep-alive-shorter", "header-read-shorter"],
+)
+def test_a_next_head_sent_in_part_is_cut_off_by_the_shorter_timeout(server_factory, timeouts):
+    # After one answered request, the next head stops half-way: whichever of the two
+    # timeouts is shorter closes the connection (the other one is 10 s or 30 s).
+    server = server_factory("pyapp.conformance:app", *timeouts)
+    with RawConnection(server.port) as conn:
+        conn.send(b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert conn.read_response().status == 200
+        started = time.monotonic()
+        conn.send(b"GET /ok HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        assert closed_within(conn, 1 + SLACK), "a head trickling in must not hold the connection"
+    assert time.monotonic() - started >= 0.9
+
+
 # --- Out of file descriptors --------------------------------------------------------------
 
 
