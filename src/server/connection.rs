@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future;
 use http::header::{ALT_SVC, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
@@ -21,7 +22,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 use tower::ServiceExt;
-use tracing::{Instrument, Span};
+use tracing::Instrument;
 
 use super::access_log::{LoggedBody, RequestLine};
 use super::access_log_format::AccessLogFormat;
@@ -353,10 +354,11 @@ where
                 let body_timeout = self.request_body_timeout;
                 let request =
                     request.map(|body| axum::body::Body::new(TimedBody::new(body, body_timeout)));
-                let span = trace
-                    .as_ref()
-                    .map_or_else(Span::none, |trace| trace.span().clone());
-                Ok(self.service.clone().oneshot(request).instrument(span))
+                let routed = self.service.clone().oneshot(request);
+                Ok(match &trace {
+                    Some(trace) => future::Either::Left(routed.instrument(trace.span().clone())),
+                    None => future::Either::Right(routed),
+                })
             }
         };
         let closing = self.shutdown.closing.clone();

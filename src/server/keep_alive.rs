@@ -130,12 +130,16 @@ impl KeepAlive {
     }
 
     /// Resolves when `first_head` fires if no request has arrived by then.
-    pub(super) async fn no_request_by(&self, first_head: Pin<&mut Sleep>) {
-        first_head.await;
-        let answered = self.last_response_ms.load(Ordering::Acquire) != NOT_YET;
-        if answered || self.in_flight.load(Ordering::Acquire) != 0 {
-            std::future::pending().await
-        }
+    pub(super) async fn no_request_by(&self, mut first_head: Pin<&mut Sleep>) {
+        std::future::poll_fn(|cx| {
+            // Once a request has arrived this never resolves: the timer is no longer
+            // looked at (no waker to register again on every wake of the connection).
+            if self.requests.load(Ordering::Acquire) != 0 {
+                return Poll::Pending;
+            }
+            first_head.as_mut().poll(cx)
+        })
+        .await;
     }
 
     /// Since when nothing has been in flight, counting from `floor` at the earliest; `None`
