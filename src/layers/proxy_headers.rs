@@ -18,9 +18,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderMap, Request};
+use http::{HeaderMap, HeaderName, Request};
 
 use crate::connection_info::ConnectionInfo;
+
+// Names known at compile time: a lookup by `&str` parses the name on every request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// The peers whose proxy headers are believed: `--forwarded-allow-ips`.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -179,7 +183,7 @@ fn latin1(value: &http::HeaderValue) -> String {
 /// Every `X-Forwarded-For` entry, across repeated header lines, in order.
 fn x_forwarded_for(headers: &HeaderMap) -> Vec<String> {
     headers
-        .get_all("x-forwarded-for")
+        .get_all(X_FORWARDED_FOR)
         .iter()
         .flat_map(|value| {
             latin1(value)
@@ -193,7 +197,7 @@ fn x_forwarded_for(headers: &HeaderMap) -> Vec<String> {
 /// The last `X-Forwarded-Proto` line, as uvicorn takes it.
 fn x_forwarded_proto(headers: &HeaderMap) -> Option<&str> {
     headers
-        .get_all("x-forwarded-proto")
+        .get_all(X_FORWARDED_PROTO)
         .iter()
         .next_back()
         .and_then(|value| value.to_str().ok())
