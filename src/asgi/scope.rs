@@ -3,7 +3,7 @@
 //! Runs on the loop thread. Keys and constant values are interned once per process, so a
 //! scope costs the dict, the header tuples and the few strings that really vary.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, Version};
@@ -238,22 +238,38 @@ fn headers<'py>(py: Python<'py>, headers: &HeaderMap) -> PyResult<Bound<'py, PyL
 }
 
 fn address(py: Python<'_>, address: Option<SocketAddr>) -> PyResult<Bound<'_, PyAny>> {
-    match address {
-        Some(address) => Ok(PyTuple::new(
-            py,
-            [
-                address
-                    .ip()
-                    .to_canonical()
-                    .to_string()
-                    .into_pyobject(py)?
-                    .into_any(),
-                address.port().into_pyobject(py)?.into_any(),
-            ],
-        )?
-        .into_any()),
-        None => Ok(py.None().into_bound(py)),
+    let Some(address) = address else {
+        return Ok(py.None().into_bound(py));
+    };
+    let host = match address.ip().to_canonical() {
+        IpAddr::V4(ip) => PyString::new(py, ipv4_text(ip, &mut [0; 15])),
+        ip @ IpAddr::V6(_) => PyString::new(py, &ip.to_string()),
+    };
+    let port = address.port().into_pyobject(py)?;
+    Ok(PyTuple::new(py, [host.into_any(), port.into_any()])?.into_any())
+}
+
+/// `ip` in dotted decimal, written into `text` without the formatting machinery (two of
+/// these a request, for the client and the server).
+fn ipv4_text(ip: Ipv4Addr, text: &mut [u8; 15]) -> &str {
+    let mut length = 0;
+    for (index, octet) in ip.octets().into_iter().enumerate() {
+        if index > 0 {
+            text[length] = b'.';
+            length += 1;
+        }
+        if octet >= 100 {
+            text[length] = b'0' + octet / 100;
+            length += 1;
+        }
+        if octet >= 10 {
+            text[length] = b'0' + octet / 10 % 10;
+            length += 1;
+        }
+        text[length] = b'0' + octet % 10;
+        length += 1;
     }
+    std::str::from_utf8(&text[..length]).expect("digits and dots are ASCII")
 }
 
 fn server_address(py: Python<'_>, address: Option<ServerAddress>) -> PyResult<Bound<'_, PyAny>> {
@@ -366,6 +382,14 @@ mod tests {
                 ("127.0.0.1".into(), 8000)
             );
         });
+    }
+
+    #[test]
+    fn ipv4_hosts_are_written_as_std_writes_them() {
+        for octet in 0..=255 {
+            let ip = Ipv4Addr::new(octet, 255 - octet, 0, octet);
+            assert_eq!(ipv4_text(ip, &mut [0; 15]), ip.to_string());
+        }
     }
 
     #[test]
