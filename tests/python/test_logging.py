@@ -71,6 +71,16 @@ def test_no_access_log_still_logs_app_errors(server_factory):
     assert access_lines(server.logs(), "/fail/before-start") == []
 
 
+def test_log_level_warning_hides_access_lines_but_not_app_errors(server_factory):
+    server = server_factory("pyapp.conformance:app", "--log-level", "warning")
+    assert httpx.get(server.url + "/qs").status_code == 200
+    assert httpx.get(server.url + "/fail/before-start").status_code == 500
+    assert server.wait_for_log("Traceback (most recent call last)", timeout=5), server.logs()
+    time.sleep(0.3)
+    assert access_lines(server.logs(), "/qs") == [], server.logs()
+    assert access_lines(server.logs(), "/fail/before-start") == [], server.logs()
+
+
 @pytest.mark.rust_only  # "(incomplete)" is our access-log marker for cut responses
 def test_complete_empty_response_is_not_logged_as_incomplete(server_factory):
     server = server_factory("pyapp.conformance:app")
