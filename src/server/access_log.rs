@@ -39,11 +39,16 @@ struct FormattedLine {
 const TARGET: &str = "rust_asgi_server::access";
 
 impl RequestLine {
-    /// Whether a line would be written anywhere: with no subscriber, or a log level above
-    /// `info` for [`TARGET`] (`--log-level warning`, as uvicorn hides its access log
-    /// then), the request's facts are not even gathered.
+    /// Whether a line may be written anywhere: with no subscriber, or every log level above
+    /// `info` (`--log-level warning`, as uvicorn hides its access log then), the request's
+    /// facts are not even gathered.
+    ///
+    /// Asked of the level alone, not of [`TARGET`] with `tracing::enabled!`: under
+    /// per-layer filters (the binary's) that question, asked without an event following,
+    /// leaves the layer's decision behind for the thread's next event, which was then lost
+    /// (an app's traceback, with `RUST_LOG=info,rust_asgi_server::access=off`).
     pub(super) fn wanted() -> bool {
-        tracing::enabled!(target: TARGET, tracing::Level::INFO)
+        tracing::level_enabled!(tracing::Level::INFO)
     }
 
     pub(super) fn new<B>(

@@ -71,8 +71,10 @@ def test_no_access_log_still_logs_app_errors(server_factory):
     assert access_lines(server.logs(), "/fail/before-start") == []
 
 
-def test_log_level_warning_hides_access_lines_but_not_app_errors(server_factory):
-    server = server_factory("pyapp.conformance:app", "--log-level", "warning")
+@pytest.mark.rust_only  # RUST_LOG is our filter; uvicorn's access logger is "uvicorn.access"
+def test_access_lines_filtered_out_by_target_hide_no_app_error(server_factory):
+    env = {"RUST_LOG": "info,rust_asgi_server::access=off"}
+    server = server_factory("pyapp.conformance:app", env=env)
     assert httpx.get(server.url + "/qs").status_code == 200
     assert httpx.get(server.url + "/fail/before-start").status_code == 500
     assert server.wait_for_log("Traceback (most recent call last)", timeout=5), server.logs()
