@@ -47,6 +47,16 @@ pub enum RuntimeMode {
     Split,
 }
 
+/// How many connection polls the runtime runs before it looks at whether requests were
+/// queued, so at most about this many requests start in one pass of the asyncio loop
+/// (Tokio's own default is 61). Each started request keeps its scope, task and messages
+/// alive until it ends; with more in flight together, Python's young-generation collections
+/// ran and found them all alive (raw hello, 256 connections: 1.5 % of the time in the
+/// collector at 61, none at 48; +8 % req/s, p99 7.0 → 4.1 ms; Starlette p99 10.8 → 6.6 ms;
+/// 50 connections level). Fewer than 32 cost throughput: each batch ends with a poll of the
+/// sockets.
+pub(super) const TASKS_BETWEEN_PASSES: u32 = 48;
+
 /// A response finished by the app, to give to its connection.
 pub(super) type HandBackFn = Box<dyn FnOnce() + Send>;
 

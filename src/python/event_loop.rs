@@ -118,6 +118,7 @@ impl EventLoop {
                 }
                 let own = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
+                    .event_interval(driver::TASKS_BETWEEN_PASSES)
                     .build()
                     .map_err(|err| {
                         Error::with_source(ErrorKind::System, "cannot start the Tokio runtime", err)
