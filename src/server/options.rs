@@ -100,8 +100,8 @@ impl ServerOptions {
     }
 
     /// Log one line per request (default: on), as an `info` event of the target
-    /// `rust_asgi_server::access`: without a subscriber that enables it, nothing about the
-    /// request is gathered for it.
+    /// `rust_asgi_server::access`: without a subscriber that enables `info` at all, nothing
+    /// about the request is gathered for it.
     pub fn access_log(mut self, enabled: bool) -> Self {
         self.access_log = enabled;
         self
