@@ -27,6 +27,7 @@ use tracing::Instrument;
 use super::access_log::{LoggedBody, RequestLine};
 use super::access_log_format::AccessLogFormat;
 use super::body_timeout::TimedBody;
+use super::extensions;
 use super::handle::ServerHandle;
 use super::health::Health;
 use super::http_versions::HttpVersions;
@@ -332,10 +333,12 @@ where
         let trace = self
             .request_spans
             .then(|| RequestSpan::start(&mut request, &connection));
-        request.extensions_mut().insert(connection);
+        let mut extensions = extensions::with_room();
+        extensions.insert(connection);
         if let Some(tls) = tls {
-            request.extensions_mut().insert(tls.clone());
+            extensions.insert(tls.clone());
         }
+        request.extensions_mut().extend(extensions);
         let line = (self.access_log && RequestLine::wanted()).then(|| {
             RequestLine::new(&request, connection.client, self.access_log_format.as_ref())
                 .traced(trace.as_ref().and_then(RequestSpan::trace_id))

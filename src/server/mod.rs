@@ -7,6 +7,7 @@ mod access_log;
 mod access_log_format;
 mod body_timeout;
 mod connection;
+mod extensions;
 mod handle;
 mod health;
 mod http3;
