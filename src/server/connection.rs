@@ -34,6 +34,7 @@ use super::http_versions::HttpVersions;
 use super::keep_alive::{DRAIN_GRACE, KeepAlive, close_when_draining};
 use super::listener::Stream;
 use super::options::ServerOptions;
+use super::polled_when_woken::PolledWhenWoken;
 use super::refusal;
 use super::tls::TlsEndpoint;
 use crate::BoxError;
@@ -438,11 +439,21 @@ where
     C: Future<Output = Result<(), E>>,
 {
     let mut connection = std::pin::pin!(connection);
+    let watched = PolledWhenWoken::new(async {
+        tokio::select! {
+            () = finished => Watched::Finished,
+            () = silent_too_long => Watched::Silent,
+            () = shutdown.closing.cancelled() => Watched::Closing,
+        }
+    });
     tokio::select! {
+        biased;
         result = connection.as_mut() => return result,
-        () = finished => graceful_shutdown(connection.as_mut()),
-        () = silent_too_long => return Ok(()),
-        () = shutdown.closing.cancelled() => {}
+        watched = watched => match watched {
+            Watched::Finished => graceful_shutdown(connection.as_mut()),
+            Watched::Silent => return Ok(()),
+            Watched::Closing => {}
+        },
     }
     tokio::select! {
         result = connection.as_mut() => return result,
@@ -452,6 +463,13 @@ where
     tokio::time::timeout(CLOSING_FLUSH, connection)
         .await
         .unwrap_or(Ok(()))
+}
+
+/// What ended [`drive`]'s first stage, other than the connection itself.
+enum Watched {
+    Finished,
+    Silent,
+    Closing,
 }
 
 /// The response body with or without access logging, as one type for hyper.

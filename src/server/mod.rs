@@ -15,6 +15,7 @@ mod http_versions;
 mod keep_alive;
 mod listener;
 mod options;
+mod polled_when_woken;
 mod refusal;
 mod serve;
 mod tls;
