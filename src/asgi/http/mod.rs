@@ -39,13 +39,17 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let body_failure = BodyFailure::default();
     let body = match RequestBody::prepare(&parts.headers, body) {
         Ok(body) => body,
         Err(err) => {
+            let body_failure = BodyFailure::watched();
             body_failure.fail(&err);
             return body_failure.response();
         }
+    };
+    let body_failure = match body {
+        RequestBody::Buffered(_) => BodyFailure::impossible(),
+        RequestBody::Partial(..) | RequestBody::Streaming(_) => BodyFailure::watched(),
     };
     let head = request_head(parts);
     let root_path = root_path.clone();
