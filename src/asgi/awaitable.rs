@@ -8,7 +8,10 @@ use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 
 /// An awaitable that is already complete: `await Ready(v)` evaluates to `v`.
-#[pyclass(freelist = 128, unsendable)]
+///
+/// Not `unsendable`: it holds only a `Py`, and pyo3's thread check would run each time one
+/// is made, stepped and dropped, twice per request.
+#[pyclass(freelist = 128)]
 pub struct Ready {
     value: Option<Py<PyAny>>,
 }
