@@ -7,12 +7,13 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future;
 use http::header::{ALT_SVC, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Version};
 use http_body::Body;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
@@ -368,20 +369,42 @@ where
         let closing = self.shutdown.closing.clone();
         let draining = self.shutdown.draining.clone();
         let alt_svc = self.alt_svc.clone();
+        // An HTTP/1 request is polled by its connection's task, which `drive` wakes when
+        // closing begins, so a look at the signal on each poll is enough. HTTP/2 and HTTP/3
+        // requests run in tasks of their own, which must wait on the signal to be woken (a
+        // waiter on the one signal all connections share, taken and left on every request).
+        let polled_by_connection = version < Version::HTTP_2;
         async move {
             let mut response = match answer {
                 // Cut off by shutdown before it answered: dropping it tells the app
                 // (`http.disconnect`), and the client gets a 500 rather than a bare close.
-                Ok(routed) => tokio::select! {
-                    biased;
-                    response = routed => match response {
-                        Ok(response) => response.map(Either::Left),
-                        Err(never) => match never {},
-                    },
-                    () = closing.cancelled() => {
-                        refusal::response(StatusCode::INTERNAL_SERVER_ERROR).map(Either::Right)
+                Ok(routed) => {
+                    let mut routed = std::pin::pin!(routed);
+                    let mut cut_off = std::pin::pin!(closing.cancelled());
+                    let routed = std::future::poll_fn(|cx| {
+                        if let Poll::Ready(response) = routed.as_mut().poll(cx) {
+                            return Poll::Ready(Some(response));
+                        }
+                        let closed = if polled_by_connection {
+                            closing.is_cancelled()
+                        } else {
+                            cut_off.as_mut().poll(cx).is_ready()
+                        };
+                        if closed {
+                            Poll::Ready(None)
+                        } else {
+                            Poll::Pending
+                        }
+                    })
+                    .await;
+                    match routed {
+                        Some(Ok(response)) => response.map(Either::Left),
+                        Some(Err(never)) => match never {},
+                        None => {
+                            refusal::response(StatusCode::INTERNAL_SERVER_ERROR).map(Either::Right)
+                        }
                     }
-                },
+                }
                 Err(answered) => answered.map(Either::Right),
             };
             if let Some(trace) = &trace {
