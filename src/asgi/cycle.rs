@@ -9,6 +9,8 @@ use pyo3::prelude::*;
 use pyo3::pyclass::boolean_struct::False;
 use pyo3::pyclass_init::PyClassInitializer;
 use pyo3::types::PyDict;
+use std::future::Future;
+
 use tokio::sync::oneshot;
 
 use super::codec::message_type;
@@ -61,12 +63,17 @@ pub(super) struct Asked<T> {
     pub(super) gone: Signal,
 }
 
-/// Queues `job` on the loop thread and awaits its answer on Tokio. `None` when the job
-/// ended without answering, or never ran (the loop died).
-pub(super) async fn submit_and_await<T: Send + 'static>(
+/// Queues `job` on the loop thread at once, and gives a future of its answer on Tokio.
+/// `None` when the job ended without answering, or never ran (the loop died). Dropping the
+/// future before the answer fires the job's `gone`.
+///
+/// Queued here rather than at the first poll so that the future keeps only the receiving end
+/// and the guard: the job's captures are moved once, into its box, not also through the
+/// states of the futures awaiting it.
+pub(super) fn submit_and_await<T: Send + 'static>(
     event_loop: &EventLoop,
     job: impl for<'py> FnOnce(Python<'py>, Asked<T>) + Send + 'static,
-) -> Option<T> {
+) -> impl Future<Output = Option<T>> + Send + 'static {
     let (answer, answer_rx) = oneshot::channel();
     let gone = Signal::new();
     let gone_on_drop = gone.clone().drop_guard();
@@ -76,9 +83,11 @@ pub(super) async fn submit_and_await<T: Send + 'static>(
         gone,
     };
     event_loop.submit(Box::new(move |py| job(py, asked)));
-    let answer = answer_rx.await.ok();
-    gone_on_drop.disarm();
-    answer
+    async move {
+        let answer = answer_rx.await.ok();
+        gone_on_drop.disarm();
+        answer
+    }
 }
 
 /// Runs on the loop thread: runs `app(scope(state), cycle.receive, cycle.send)` as an

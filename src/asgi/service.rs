@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures_util::FutureExt;
 use http::{Request, Response};
 use http_body::Body;
 
@@ -136,37 +137,42 @@ where
         if let Some(answer) = super::probe::answer(&request) {
             return Box::pin(std::future::ready(Ok(answer)));
         }
-        let shared = self.shared.clone();
+        let shared = &self.shared;
         if let Some(values) = shared.scope_state.collect(request.extensions()) {
             request.extensions_mut().insert(values);
         }
-        Box::pin(async move {
-            let (parts, body) = request.into_parts();
-            let response = if websocket::is_upgrade_request(&parts) {
-                websocket::handle(
+        let (parts, body) = request.into_parts();
+        let mark_for_metrics = shared.mark_for_metrics;
+        let marked = move |response| {
+            Ok(if mark_for_metrics {
+                served_by_python(response)
+            } else {
+                response
+            })
+        };
+        if websocket::is_upgrade_request(&parts) {
+            let shared = shared.clone();
+            return Box::pin(async move {
+                let response = websocket::handle(
                     &shared.event_loop,
                     &shared.root_path,
                     &shared.websocket,
                     &shared.shutdown,
                     parts,
                 )
-                .await
-            } else {
-                http_bridge::handle(
-                    &shared.event_loop,
-                    &shared.root_path,
-                    &shared.response_state,
-                    parts,
-                    body,
-                )
-                .await
-            };
-            Ok(if shared.mark_for_metrics {
-                served_by_python(response)
-            } else {
-                response
-            })
-        })
+                .await;
+                marked(response)
+            });
+        }
+        // Started here, so that the boxed future holds only what awaits the answer.
+        let answer = http_bridge::handle(
+            &shared.event_loop,
+            &shared.root_path,
+            &shared.response_state,
+            parts,
+            body,
+        );
+        Box::pin(answer.map(marked))
     }
 }
 

@@ -9,9 +9,11 @@ mod body_failure;
 mod cycle;
 mod response;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::future::Either;
 use http::Response;
 use http_body::Body;
 
@@ -26,14 +28,15 @@ use crate::BoxError;
 use crate::metrics;
 use crate::python::EventLoop;
 
-/// Runs one HTTP request through the app.
-pub(super) async fn handle<B>(
+/// Runs one HTTP request through the app: the body is prepared and the app's start queued
+/// now, and the future answers with the response.
+pub(super) fn handle<B>(
     event_loop: &EventLoop,
     root_path: &Arc<str>,
     response_state: &ResponseState,
     parts: http::request::Parts,
     body: B,
-) -> Response<ResponseBody>
+) -> impl Future<Output = Response<ResponseBody>> + Send + 'static
 where
     B: Body + Send + 'static,
     B::Data: Send,
@@ -44,7 +47,7 @@ where
         Err(err) => {
             let body_failure = BodyFailure::watched();
             body_failure.fail(&err);
-            return body_failure.response();
+            return Either::Left(std::future::ready(body_failure.response()));
         }
     };
     let body_failure = match body {
@@ -69,9 +72,11 @@ where
     });
     // A broken or stalled request body is the client's fault: 400 or 408 unless the
     // response has started (the app, which saw a disconnect, may still answer, but too late).
-    tokio::select! {
-        biased;
-        () = body_failure.failed() => body_failure.response(),
-        response = answer => response.unwrap_or_else(internal_error),
-    }
+    Either::Right(async move {
+        tokio::select! {
+            biased;
+            () = body_failure.failed() => body_failure.response(),
+            response = answer => response.unwrap_or_else(internal_error),
+        }
+    })
 }
