@@ -123,10 +123,14 @@ pub struct ResponseBody {
 enum Kind {
     Full(Option<Bytes>),
     Channel(mpsc::Receiver<StreamItem>),
-    File {
-        stream: ReaderStream<tokio::fs::File>,
-        length: u64,
-    },
+    /// Boxed: a file's reader is several times the size of the other kinds, and every
+    /// response moves its body up through each layer it passes.
+    File(Box<FileBody>),
+}
+
+struct FileBody {
+    stream: ReaderStream<tokio::fs::File>,
+    length: u64,
 }
 
 impl ResponseBody {
@@ -142,7 +146,10 @@ impl ResponseBody {
 
     pub(crate) fn file(file: tokio::fs::File, length: u64, disconnect: &Signal) -> Self {
         let stream = ReaderStream::with_capacity(file, 64 * 1024);
-        Self::new(Kind::File { stream, length }, Some(disconnect))
+        Self::new(
+            Kind::File(Box::new(FileBody { stream, length })),
+            Some(disconnect),
+        )
     }
 
     fn new(kind: Kind, disconnect: Option<&Signal>) -> Self {
@@ -164,7 +171,7 @@ impl Body for ResponseBody {
         match &mut self.get_mut().kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
             Kind::Channel(receiver) => receiver.poll_recv(cx),
-            Kind::File { stream, .. } => Pin::new(stream)
+            Kind::File(file) => Pin::new(&mut file.stream)
                 .poll_next(cx)
                 .map(|chunk| chunk.map(|chunk| chunk.map(Frame::data).map_err(Into::into))),
         }
@@ -177,7 +184,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::File { length, .. } => SizeHint::with_exact(*length),
+            Kind::File(file) => SizeHint::with_exact(file.length),
             Kind::Channel(_) => SizeHint::default(),
         }
     }
