@@ -4,13 +4,13 @@
 //! and its end is handed to the cycle once. (How a call parks without blocking, and why a
 //! cancelled wait is never resolved, is [`super::parking`].)
 
+use std::future::Future;
+
 use pyo3::PyClass;
 use pyo3::prelude::*;
 use pyo3::pyclass::boolean_struct::False;
 use pyo3::pyclass_init::PyClassInitializer;
 use pyo3::types::PyDict;
-use std::future::Future;
-
 use tokio::sync::oneshot;
 
 use super::codec::message_type;
