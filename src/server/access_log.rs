@@ -90,27 +90,35 @@ pub(super) struct LoggedBody<B: Body> {
     inner: B,
     /// HEAD responses are complete without any body being polled.
     head: bool,
-    line: Option<(RequestLine, StatusCode)>,
+    /// Boxed: the body is moved up through every layer, and the line is most of its size.
+    line: Option<Box<RequestLine>>,
+    status: StatusCode,
     bytes: u64,
 }
 
 impl<B: Body> LoggedBody<B> {
-    pub(super) fn new(inner: B, mut line: RequestLine, response: &http::response::Parts) -> Self {
+    pub(super) fn new(
+        inner: B,
+        mut line: Box<RequestLine>,
+        response: &http::response::Parts,
+    ) -> Self {
         if let Some(formatted) = &mut line.formatted {
             formatted.response_headers = formatted.format.response_headers(&response.headers);
         }
         LoggedBody {
             head: line.method == Method::HEAD,
             inner,
-            line: Some((line, response.status)),
+            line: Some(line),
+            status: response.status,
             bytes: 0,
         }
     }
 
     fn log(&mut self, completed: bool) {
-        let Some((line, status)) = self.line.take() else {
+        let Some(line) = self.line.take() else {
             return;
         };
+        let status = self.status;
         if let Some(formatted) = &line.formatted {
             let exchange = Exchange {
                 method: &line.method,

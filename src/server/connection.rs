@@ -336,16 +336,20 @@ where
         // Before the access log copies headers: `%({traceparent}i)s` shows the server span.
         let trace = self
             .request_spans
-            .then(|| RequestSpan::start(&mut request, &connection));
+            .then(|| Box::new(RequestSpan::start(&mut request, &connection)));
         let mut extensions = extensions::with_room();
         extensions.insert(connection);
         if let Some(tls) = tls {
             extensions.insert(tls.clone());
         }
         request.extensions_mut().extend(extensions);
+        // The line and the span are boxed: they would be most of the response body's size,
+        // and the body is moved up through every layer.
         let line = (self.access_log && RequestLine::wanted()).then(|| {
-            RequestLine::new(&request, connection.client, self.access_log_format.as_ref())
-                .traced(trace.as_ref().and_then(RequestSpan::trace_id))
+            Box::new(
+                RequestLine::new(&request, connection.client, self.access_log_format.as_ref())
+                    .traced(trace.as_deref().and_then(RequestSpan::trace_id)),
+            )
         });
         let health = self
             .health
@@ -437,7 +441,7 @@ where
 /// The response body [`ConnectionSetup::respond`] gives: the service's, or one answered
 /// here, logged or not, with what must live until it is dropped.
 pub(super) type Answer<B, G> =
-    GuardedBody<MaybeLogged<Either<B, Empty<<B as Body>::Data>>>, (G, Option<RequestSpan>)>;
+    GuardedBody<MaybeLogged<Either<B, Empty<<B as Body>::Data>>>, (G, Option<Box<RequestSpan>>)>;
 
 /// Resolves [`DRAIN_GRACE`] after draining began.
 async fn after_drain_grace(shutdown: &Shutdown) {
