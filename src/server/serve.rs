@@ -2,10 +2,12 @@
 //! HTTP/3 over QUIC beside TLS (`http3/`), readiness and graceful shutdown. The router handed
 //! to [`Server::new`] decides what is Rust and what is Python.
 
+use std::any::Any;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use http::{Request, Response};
 use http_body::Body;
 use tokio::sync::watch;
@@ -55,7 +57,13 @@ where
     B::Error: Into<BoxError>,
 {
     /// A server for `service`, with [`ServerOptions`]' defaults and no address yet.
-    pub fn new(service: S) -> Self {
+    ///
+    /// A `Router` is given its state here (`with_state(())`), as `axum::serve` does: its
+    /// handlers become routes once, instead of being cloned and boxed on every request.
+    pub fn new(mut service: S) -> Self {
+        if let Some(router) = (&mut service as &mut dyn Any).downcast_mut::<Router>() {
+            *router = std::mem::take(router).with_state(());
+        }
         Server {
             service,
             binds: Vec::new(),
