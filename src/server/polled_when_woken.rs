@@ -126,6 +126,29 @@ mod tests {
         assert_eq!(polls.get(), 1);
     }
 
+    #[tokio::test]
+    async fn each_later_wake_up_still_reaches_the_task() {
+        let signal = Arc::new(tokio::sync::Notify::new());
+        let watched = PolledWhenWoken::new({
+            let signal = signal.clone();
+            async move {
+                for _ in 0..3 {
+                    signal.notified().await;
+                }
+            }
+        });
+        let task = tokio::spawn(watched);
+        for _ in 0..3 {
+            // The task runs until it waits on the signal, so each notification wakes it.
+            tokio::task::yield_now().await;
+            signal.notify_waiters();
+        }
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("every wake-up reached the task")
+            .unwrap();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_timer_inside_still_fires() {
         let timed = PolledWhenWoken::new(tokio::time::sleep(Duration::from_secs(5)));
