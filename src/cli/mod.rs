@@ -297,7 +297,8 @@ fn build_server(
             Some(_) => router.layer(MetricsLayer::new()),
             None => router,
         };
-        Either::Right(router.fallback_service(app))
+        // Its state given now, as `Server::new` does for a bare `Router`: this one is layered.
+        Either::Right(router.fallback_service(app).with_state(()))
     };
     // Outermost first: refusals get the default headers too.
     let service = ServiceBuilder::new()
