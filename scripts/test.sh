@@ -21,6 +21,8 @@ cargo nextest run --cargo-profile ci --no-fail-fast
 # docs/migration.md) against the build above, about 15 s and no second dependency tree
 # (a dev-profile `cargo test --doc` would first build every dependency again, ~2 min).
 cargo test --doc --profile ci
+# The API docs build without a broken or private link.
+RUSTDOCFLAGS="-D warnings" cargo doc --profile ci --no-deps --lib --quiet
 
 # The black-box suite once per --runtime-mode (the binary reads it from this variable): the
 # sockets on the loop thread with Python, then on Tokio's worker threads.

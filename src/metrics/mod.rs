@@ -1,9 +1,9 @@
 //! Prometheus metrics: what the server, the ASGI bridge and the loop thread count, and the
 //! handle that renders it.
 //!
-//! Nothing is recorded until [`Metrics::install`] has run: the bridge checks [`enabled`]
+//! Nothing is recorded until [`Metrics::install`] has run: the bridge checks whether it has
 //! before it takes a timestamp, and the `metrics` facade's calls are no-ops without a
-//! recorder. The series (all `_seconds` histograms share [`BUCKETS`]):
+//! recorder. The series (every `_seconds` histogram has the same buckets, 0.5 ms to 10 s):
 //!
 //! | series | labels | from |
 //! |---|---|---|
