@@ -10,6 +10,7 @@ use http::{HeaderMap, Method, Version};
 use percent_encoding::percent_decode;
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::context::ScopeValues;
@@ -51,7 +52,9 @@ pub(super) fn http_scope<'py>(
     };
     let http_version = http_version(py, head.version);
     let kind = intern!(py, "http");
-    let scope = connection_scope(py, kind, scheme, http_version, head, root_path, state)?;
+    static LAYOUT: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
+    let scope = layout(py, &LAYOUT, &["method", "extensions"])?.copy()?;
+    connection_scope(&scope, kind, scheme, http_version, head, root_path, state)?;
     scope.set_item(intern!(py, "method"), method(py, &head.method))?;
     let extensions = extensions.copy()?;
     if let Some(tls) = &head.tls {
@@ -75,7 +78,9 @@ pub(super) fn websocket_scope<'py>(
     };
     let kind = intern!(py, "websocket");
     let http_version = intern!(py, "1.1");
-    let scope = connection_scope(py, kind, scheme, http_version, head, root_path, state)?;
+    static LAYOUT: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
+    let scope = layout(py, &LAYOUT, &["subprotocols", "extensions"])?.copy()?;
+    connection_scope(&scope, kind, scheme, http_version, head, root_path, state)?;
     let subprotocols = PyList::empty(py);
     for value in head.headers.get_all(http::header::SEC_WEBSOCKET_PROTOCOL) {
         for protocol in value.to_str().unwrap_or("").split(',') {
@@ -131,18 +136,52 @@ pub(super) fn lifespan_scope<'py>(
     Ok(scope)
 }
 
-/// The keys HTTP and websocket scopes share: what the client asked for, where, and a copy of
-/// the lifespan `state`.
-fn connection_scope<'py>(
+/// The keys every connection scope sets, in the order they are set, then `more`; each value
+/// `None`. A scope is a copy of this, whose values are then replaced: a dict grown key by key
+/// to a scope's 14 keys was resized twice per request.
+fn layout<'py>(
     py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyDict>>,
+    more: &[&str],
+) -> PyResult<&'py Bound<'py, PyDict>> {
+    cell.get_or_try_init(py, || {
+        let layout = PyDict::new(py);
+        for key in CONNECTION_KEYS.iter().chain(more) {
+            layout.set_item(PyString::intern(py, key), py.None())?;
+        }
+        Ok::<_, PyErr>(layout.unbind())
+    })
+    .map(|layout| layout.bind(py))
+}
+
+/// What [`connection_scope`] sets, in this order.
+const CONNECTION_KEYS: [&str; 12] = [
+    "type",
+    "asgi",
+    "http_version",
+    "scheme",
+    "path",
+    "raw_path",
+    "query_string",
+    "root_path",
+    "headers",
+    "client",
+    "server",
+    "state",
+];
+
+/// The keys HTTP and websocket scopes share, set in `scope` (a copy of a [`layout`]): what
+/// the client asked for, where, and a copy of the lifespan `state`.
+fn connection_scope<'py>(
+    scope: &Bound<'py, PyDict>,
     kind: &Bound<'py, PyString>,
     scheme: &Bound<'py, PyString>,
     http_version: &Bound<'py, PyString>,
     head: &RequestHead,
     root_path: &str,
     state: &Bound<'py, PyDict>,
-) -> PyResult<Bound<'py, PyDict>> {
-    let scope = PyDict::new(py);
+) -> PyResult<()> {
+    let py = scope.py();
     scope.set_item(intern!(py, "type"), kind)?;
     scope.set_item(
         intern!(py, "asgi"),
@@ -182,7 +221,7 @@ fn connection_scope<'py>(
         context.set_in(&state)?;
     }
     scope.set_item(intern!(py, "state"), state)?;
-    Ok(scope)
+    Ok(())
 }
 
 /// The scope's `asgi` dict: ASGI 3 and the version of the protocol's spec.
@@ -333,6 +372,44 @@ mod tests {
             assert_eq!(get::<Vec<u8>>(&scope, "query_string"), b"x=%20&y");
             assert_eq!(get::<String>(&scope, "type"), "http");
             assert_eq!(get::<String>(&scope, "http_version"), "1.1");
+        });
+    }
+
+    #[test]
+    fn each_scope_is_its_own_dict_with_every_key_set() {
+        Python::attach(|py| {
+            let state = PyDict::new(py);
+            let extensions = PyDict::new(py);
+            let first = http_scope(py, &head("/a?x", &[]), "", &state, &extensions).unwrap();
+            // An app may change its scope in place; the next request must not see it.
+            first.set_item("path", "/changed").unwrap();
+            first.del_item("type").unwrap();
+            first.set_item("added", 1).unwrap();
+            let second = http_scope(py, &head("/b", &[]), "", &state, &extensions).unwrap();
+            let keys: Vec<String> = second.keys().extract().unwrap();
+            assert_eq!(
+                keys,
+                [
+                    "type",
+                    "asgi",
+                    "http_version",
+                    "scheme",
+                    "path",
+                    "raw_path",
+                    "query_string",
+                    "root_path",
+                    "headers",
+                    "client",
+                    "server",
+                    "state",
+                    "method",
+                    "extensions",
+                ]
+            );
+            assert_eq!(get::<String>(&second, "path"), "/b");
+            assert_eq!(get::<String>(&second, "method"), "GET");
+            let second_extensions = second.get_item("extensions").unwrap().unwrap();
+            assert!(!second_extensions.is(&extensions), "copied, not shared");
         });
     }
 
