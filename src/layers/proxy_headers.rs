@@ -89,7 +89,12 @@ impl TrustedProxies {
             Some(peer) => self.trusts_ip(peer.ip()),
             None => self.everyone,
         };
-        if !peer_trusted {
+        // Most requests carry none of the three: one pass over the names costs less than
+        // three lookups, which hash the names each time.
+        let forwarding = |name: &HeaderName| {
+            name == http::header::FORWARDED || name == X_FORWARDED_FOR || name == X_FORWARDED_PROTO
+        };
+        if !peer_trusted || !headers.keys().any(forwarding) {
             return connection;
         }
         let forwarded = forwarded_hops(headers);
