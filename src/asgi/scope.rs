@@ -3,6 +3,7 @@
 //! Runs on the loop thread. Keys and constant values are interned once per process, so a
 //! scope costs the dict, the header tuples and the few strings that really vary.
 
+use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -311,16 +312,34 @@ fn ipv4_text(ip: Ipv4Addr, text: &mut [u8; 15]) -> &str {
     std::str::from_utf8(&text[..length]).expect("digits and dots are ASCII")
 }
 
+thread_local! {
+    /// The `server` value last built on this thread (the loop thread), with its address. A
+    /// listener's address is the same for all its requests, and most servers have one
+    /// listener; the tuple is immutable, so scopes can share it.
+    static LAST_SERVER: RefCell<Option<(ServerAddress, Py<PyAny>)>> = const { RefCell::new(None) };
+}
+
 fn server_address(py: Python<'_>, address: Option<ServerAddress>) -> PyResult<Bound<'_, PyAny>> {
-    match address {
-        Some(ServerAddress::Unix(path)) => Ok(PyTuple::new(
+    let Some(address) = address else {
+        return Ok(py.None().into_bound(py));
+    };
+    let last = LAST_SERVER.with_borrow(|last| match last {
+        Some((last, value)) if *last == address => Some(value.clone_ref(py)),
+        _ => None,
+    });
+    if let Some(value) = last {
+        return Ok(value.into_bound(py));
+    }
+    let value = match address {
+        ServerAddress::Unix(path) => PyTuple::new(
             py,
             [path.into_pyobject(py)?.into_any(), py.None().into_bound(py)],
         )?
-        .into_any()),
-        Some(ServerAddress::Tcp(address)) => self::address(py, Some(address)),
-        None => Ok(py.None().into_bound(py)),
-    }
+        .into_any(),
+        ServerAddress::Tcp(address) => self::address(py, Some(address))?,
+    };
+    LAST_SERVER.set(Some((address, value.clone().unbind())));
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -458,6 +477,23 @@ mod tests {
                 get::<(String, u16)>(&scope, "server"),
                 ("127.0.0.1".into(), 8000)
             );
+        });
+    }
+
+    #[test]
+    fn requests_of_two_listeners_each_name_their_own() {
+        Python::attach(|py| {
+            let state = PyDict::new(py);
+            let extensions = PyDict::new(py);
+            let on = |port: u16| {
+                let mut head = head("/", &[]);
+                head.connection.server = Some(ServerAddress::Tcp(([127, 0, 0, 1], port).into()));
+                let scope = http_scope(py, &head, "", &state, &extensions).unwrap();
+                get::<(String, u16)>(&scope, "server").1
+            };
+            for port in [8000, 8000, 9000, 8000, 9000, 9000] {
+                assert_eq!(on(port), port);
+            }
         });
     }
 
