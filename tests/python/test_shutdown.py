@@ -129,6 +129,30 @@ def test_request_past_graceful_timeout_does_not_hold_up_exit(start, markers):
     assert markers.exists("shutdown"), f"lifespan shutdown did not run:\n{server.logs()}"
 
 
+def get_over_h2c(url, timeout=30.0):
+    with httpx.Client(http1=False, http2=True, timeout=timeout) as client:
+        return client.get(url)
+
+
+@pytest.mark.rust_only  # uvicorn speaks no HTTP/2
+def test_http2_request_past_graceful_timeout_gets_500_and_does_not_hold_up_exit(start, markers):
+    # An HTTP/2 stream runs in a task of its own, which must be woken when closing begins
+    # (an HTTP/1 request is polled by its connection's task instead).
+    timeout = 1
+    server = start("--timeout-graceful-shutdown", str(timeout))
+    request = InBackground(get_over_h2c, server.url + "/hang?key=hang")
+    markers.wait("started-hang")
+    signalled = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    elapsed = wait_exit(server, timeout + 10)
+    assert elapsed is not None, f"still running {timeout + 10}s after SIGTERM:\n{server.logs()}"
+    assert time.monotonic() - signalled < timeout + 1
+    assert_clean_exit(server)
+    response = request.result(10)
+    assert response.http_version == "HTTP/2"
+    assert response.status_code == 500, f"the hanging request got {response.status_code} {response.text!r}"
+
+
 @pytest.mark.rust_only  # uvicorn cancels the task instead of sending http.disconnect
 def test_request_past_graceful_timeout_gets_http_disconnect_before_lifespan_shutdown(start, markers):
     timeout = 1
