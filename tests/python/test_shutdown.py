@@ -110,19 +110,27 @@ def test_new_connections_are_refused_once_sigterm_arrives(start, markers):
 # past the graceful timeout ------------------------------------------------------------------
 
 
-def test_request_past_graceful_timeout_does_not_hold_up_exit(start, markers):
-    timeout = 2
-    server = start("--timeout-graceful-shutdown", str(timeout))
-    request = InBackground(get, server.url + "/hang?key=hang")
+def sigterm_while_hanging(server, markers, timeout, fetch=None):
+    """Sends ``fetch`` (an HTTP/1.1 GET by default) for a request the app never answers,
+    SIGTERM once the app has it, and waits for a clean exit: the request's background call,
+    and the seconds from SIGTERM to exit, at most ``timeout`` + 1."""
+    request = InBackground(fetch or get, server.url + "/hang?key=hang")
     markers.wait("started-hang")
     signalled = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     elapsed = wait_exit(server, timeout + 10)
     assert elapsed is not None, f"still running {timeout + 10}s after SIGTERM:\n{server.logs()}"
     stopped = time.monotonic() - signalled
-    assert stopped >= timeout - 0.2, f"cut the request off after {stopped:.1f}s, before the {timeout}s grace"
     assert stopped < timeout + 1, f"exited {stopped:.1f}s after SIGTERM (timeout {timeout}s + 1s allowed)"
     assert_clean_exit(server)
+    return request, stopped
+
+
+def test_request_past_graceful_timeout_does_not_hold_up_exit(start, markers):
+    timeout = 2
+    server = start("--timeout-graceful-shutdown", str(timeout))
+    request, stopped = sigterm_while_hanging(server, markers, timeout)
+    assert stopped >= timeout - 0.2, f"cut the request off after {stopped:.1f}s, before the {timeout}s grace"
     # Nothing was sent yet: the client gets a 500 (as from uvicorn), not a bare close.
     response = request.result(10)
     assert response.status_code == 500, f"the hanging request got {response.status_code} {response.text!r}"
@@ -140,14 +148,7 @@ def test_http2_request_past_graceful_timeout_gets_500_and_does_not_hold_up_exit(
     # (an HTTP/1 request is polled by its connection's task instead).
     timeout = 1
     server = start("--timeout-graceful-shutdown", str(timeout))
-    request = InBackground(get_over_h2c, server.url + "/hang?key=hang")
-    markers.wait("started-hang")
-    signalled = time.monotonic()
-    server.proc.send_signal(signal.SIGTERM)
-    elapsed = wait_exit(server, timeout + 10)
-    assert elapsed is not None, f"still running {timeout + 10}s after SIGTERM:\n{server.logs()}"
-    assert time.monotonic() - signalled < timeout + 1
-    assert_clean_exit(server)
+    request, _ = sigterm_while_hanging(server, markers, timeout, get_over_h2c)
     response = request.result(10)
     assert response.http_version == "HTTP/2"
     assert response.status_code == 500, f"the hanging request got {response.status_code} {response.text!r}"
@@ -157,14 +158,7 @@ def test_http2_request_past_graceful_timeout_gets_500_and_does_not_hold_up_exit(
 def test_request_past_graceful_timeout_gets_http_disconnect_before_lifespan_shutdown(start, markers):
     timeout = 1
     server = start("--timeout-graceful-shutdown", str(timeout))
-    request = InBackground(get, server.url + "/hang?key=hang")
-    markers.wait("started-hang")
-    signalled = time.monotonic()
-    server.proc.send_signal(signal.SIGTERM)
-    elapsed = wait_exit(server, timeout + 10)
-    assert elapsed is not None, f"still running {timeout + 10}s after SIGTERM:\n{server.logs()}"
-    assert time.monotonic() - signalled < timeout + 1
-    assert_clean_exit(server)
+    request, _ = sigterm_while_hanging(server, markers, timeout)
     server.stop()  # let the log readers reach the end
     assert markers.exists("disconnect-hang"), (
         f"the app never received http.disconnect (cancelled: {markers.exists('cancelled-hang')}):\n{server.logs()}"
