@@ -425,6 +425,10 @@ mod tests {
                     "extensions",
                 ]
             );
+            // A key of the layout that nothing sets would keep its placeholder.
+            for (key, value) in second.iter() {
+                assert!(!value.is_none(), "{key} was left None");
+            }
             assert_eq!(get::<String>(&second, "path"), "/b");
             assert_eq!(get::<String>(&second, "method"), "GET");
             let second_extensions = second.get_item("extensions").unwrap().unwrap();
