@@ -18,8 +18,10 @@
 //! dropped, which answers their requests with 500, and [`EventLoop::died`] tells the server
 //! to exit with an error instead of hanging every request.
 
+use std::cell::OnceCell;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -531,11 +533,16 @@ impl EventLoop {
             cycle.getattr(intern!(py, "receive"))?,
             cycle.getattr(intern!(py, "send"))?,
         ))?;
+        // The request's task, for `request_ended`: set once the task exists, which is
+        // before its first step. Looking the task up as it ends (`asyncio.current_task`)
+        // cost each request more than this cell.
+        let request_task = Rc::new(OnceCell::new());
         let on_end: OnEnd = match task {
             AppTask::Request => {
                 let event_loop = self.clone();
+                let request_task = request_task.clone();
                 Box::new(move |py, error| {
-                    event_loop.request_ended(py);
+                    event_loop.request_ended(py, request_task.get());
                     on_done(py, error);
                 })
             }
@@ -565,15 +572,15 @@ impl EventLoop {
         if task == AppTask::Request {
             objects.running.bind(py).add(&running)?;
             self.shared.running_apps.fetch_add(1, Ordering::AcqRel);
+            let _ = request_task.set(running.unbind());
         }
         Ok(())
     }
 
     /// Stops counting a request's task, which is running its last step.
-    fn request_ended(&self, py: Python<'_>) {
-        let objects = self.objects();
-        let running = objects.running.bind(py);
-        match current_task(objects.event_loop.bind(py)).and_then(|task| running.discard(task)) {
+    fn request_ended(&self, py: Python<'_>, task: Option<&Py<PyAny>>) {
+        let Some(task) = task else { return };
+        match self.objects().running.bind(py).discard(task) {
             Ok(true) => {
                 if self.shared.running_apps.fetch_sub(1, Ordering::AcqRel) == 1 {
                     self.shared.apps_idle.notify_waiters();
@@ -645,15 +652,6 @@ pub(crate) enum AppTask {
     Request,
     /// The lifespan protocol: runs until after the last request.
     Lifespan,
-}
-
-/// `asyncio.current_task(event_loop)`: the task whose step is running. Given the loop, it
-/// skips looking the running loop up, which costs a `getpid` system call.
-fn current_task<'py>(event_loop: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    static CURRENT_TASK: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
-    CURRENT_TASK
-        .import(event_loop.py(), "asyncio", "current_task")?
-        .call1((event_loop,))
 }
 
 /// Makes `task` the current task of `event_loop` (`enter`) or no longer (`!enter`), as
