@@ -281,12 +281,32 @@ fn address(py: Python<'_>, address: Option<SocketAddr>) -> PyResult<Bound<'_, Py
     let Some(address) = address else {
         return Ok(py.None().into_bound(py));
     };
-    let host = match address.ip().to_canonical() {
-        IpAddr::V4(ip) => PyString::new(py, ipv4_text(ip, &mut [0; 15])),
-        ip @ IpAddr::V6(_) => PyString::new(py, &ip.to_string()),
-    };
+    let host = host(py, address.ip().to_canonical());
     let port = address.port().into_pyobject(py)?;
     Ok(PyTuple::new(py, [host.into_any(), port.into_any()])?.into_any())
+}
+
+thread_local! {
+    /// The host text last written on this thread (the loop thread), with its address.
+    /// Under load most requests come from one address (a proxy, a load balancer, the same
+    /// machine), and the string is immutable, so scopes can share it.
+    static LAST_HOST: RefCell<Option<(IpAddr, Py<PyString>)>> = const { RefCell::new(None) };
+}
+
+fn host(py: Python<'_>, ip: IpAddr) -> Bound<'_, PyString> {
+    let last = LAST_HOST.with_borrow(|last| match last {
+        Some((last, host)) if *last == ip => Some(host.clone_ref(py)),
+        _ => None,
+    });
+    if let Some(host) = last {
+        return host.into_bound(py);
+    }
+    let host = match ip {
+        IpAddr::V4(ip) => PyString::new(py, ipv4_text(ip, &mut [0; 15])),
+        IpAddr::V6(_) => PyString::new(py, &ip.to_string()),
+    };
+    LAST_HOST.set(Some((ip, host.clone().unbind())));
+    host
 }
 
 /// `ip` in dotted decimal, written into `text` without the formatting machinery (two of
@@ -437,6 +457,31 @@ mod tests {
     }
 
     #[test]
+    fn each_scope_has_its_own_asgi_versions() {
+        Python::attach(|py| {
+            let state = PyDict::new(py);
+            let extensions = PyDict::new(py);
+            let versions = |scope: &Bound<'_, PyDict>| -> (String, String) {
+                let asgi = scope.get_item("asgi").unwrap().unwrap();
+                let asgi = asgi.cast::<PyDict>().unwrap();
+                (get(asgi, "version"), get(asgi, "spec_version"))
+            };
+            let first = http_scope(py, &head("/", &[]), "", &state, &extensions).unwrap();
+            assert_eq!(versions(&first), ("3.0".into(), SPEC_VERSION.into()));
+            // An app that changes its scope's `asgi` changes only its own.
+            let asgi = first.get_item("asgi").unwrap().unwrap();
+            asgi.set_item("spec_version", "9.9").unwrap();
+            let second = http_scope(py, &head("/", &[]), "", &state, &extensions).unwrap();
+            assert_eq!(versions(&second), ("3.0".into(), SPEC_VERSION.into()));
+            let lifespan = lifespan_scope(py, &state).unwrap();
+            assert_eq!(
+                versions(&lifespan),
+                ("3.0".into(), LIFESPAN_SPEC_VERSION.into())
+            );
+        });
+    }
+
+    #[test]
     fn root_path_prefixes_path_as_uvicorn_does() {
         Python::attach(|py| {
             let state = PyDict::new(py);
@@ -497,6 +542,30 @@ mod tests {
             };
             for port in [8000, 8000, 9000, 8000, 9000, 9000] {
                 assert_eq!(on(port), port);
+            }
+        });
+    }
+
+    #[test]
+    fn requests_from_two_clients_each_name_their_own() {
+        Python::attach(|py| {
+            let state = PyDict::new(py);
+            let extensions = PyDict::new(py);
+            let from = |client: &str| {
+                let mut head = head("/", &[]);
+                head.connection.client = Some(client.parse().unwrap());
+                let scope = http_scope(py, &head, "", &state, &extensions).unwrap();
+                get::<(String, u16)>(&scope, "client")
+            };
+            for client in [
+                "10.0.0.1:1000",
+                "10.0.0.1:1001",
+                "10.0.0.2:1000",
+                "[::1]:1000",
+                "10.0.0.1:1000",
+            ] {
+                let address: SocketAddr = client.parse().unwrap();
+                assert_eq!(from(client), (address.ip().to_string(), address.port()));
             }
         });
     }
