@@ -395,6 +395,7 @@ async def event_loop(scope, receive, send):
             # What anyio and debuggers read of the request's task.
             "task_state": inspect.getcoroutinestate(task.get_coro()),
             "task_repr": repr(task),
+            "task_name": task.get_name(),
         },
     )
 
@@ -577,6 +578,19 @@ ROUTES = {
     "/pathsend": pathsend,
     **FAILURES,
 }
+
+
+async def app_with_task_factory(scope, receive, send):
+    """`app`, with a task factory set on the loop as its lifespan starts."""
+    if scope["type"] == "lifespan":
+        import asyncio
+
+        def factory(loop, coroutine, **kwargs):
+            kwargs.setdefault("name", "from-the-app's-factory")
+            return asyncio.Task(coroutine, loop=loop, **kwargs)
+
+        asyncio.get_running_loop().set_task_factory(factory)
+    await app(scope, receive, send)
 
 
 async def not_found(scope, receive, send):

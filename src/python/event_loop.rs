@@ -35,6 +35,7 @@ use pyo3::types::{PyDict, PySet};
 use super::app_coroutine::{AppCoroutine, OnEnd};
 use super::driver::{self, Driver, Feed, HandBackFn, RuntimeMode};
 use super::loader::{AppSpec, LoopKind, load_app, new_event_loop};
+use super::request_task::RequestTasks;
 use crate::error::{Error, ErrorKind};
 use crate::signal::Signal;
 
@@ -45,7 +46,7 @@ pub(super) type Job = Box<dyn for<'py> FnOnce(Python<'py>) + Send>;
 pub(crate) struct LoopObjects {
     pub event_loop: Py<PyAny>,
     pub create_future: Py<PyAny>,
-    pub create_task: Py<PyAny>,
+    tasks: RequestTasks,
     /// The ASGI 3 callable (ASGI 2 apps are wrapped at import time).
     pub app: Py<PyAny>,
     /// Lifespan state; every request scope gets a shallow copy.
@@ -308,7 +309,7 @@ impl EventLoop {
             let objects = LoopObjects {
                 hand_back: Py::new(py, hand_back)?,
                 create_future: event_loop.getattr("create_future")?.unbind(),
-                create_task: event_loop.getattr("create_task")?.unbind(),
+                tasks: RequestTasks::new(&event_loop)?,
                 event_loop: event_loop.clone().unbind(),
                 app,
                 state: PyDict::new(py).unbind(),
@@ -549,25 +550,23 @@ impl EventLoop {
             AppTask::Lifespan => Box::new(on_done),
         };
         let coroutine = Bound::new(py, AppCoroutine::new(coroutine, on_end))?;
-        let running = if task == AppTask::Request && self.shared.inline.load(Ordering::Relaxed) {
-            // Stepped by `run_inline` once the job is done, in the task's context.
-            // SAFETY: the GIL is held; a non-NULL result is a new reference.
-            let context =
-                unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyContext_CopyCurrent())? };
-            let kwargs = PyDict::new(py);
-            kwargs.set_item(intern!(py, "context"), &context)?;
-            let running = objects
-                .create_task
-                .bind(py)
-                .call((&coroutine,), Some(&kwargs))?;
-            *self.lock_started() = Some(StartedTask {
-                task: running.clone().unbind(),
-                coroutine: coroutine.unbind(),
-                context: context.unbind(),
-            });
-            running
-        } else {
-            objects.create_task.bind(py).call1((coroutine,))?
+        let running = match task {
+            AppTask::Request if self.shared.inline.load(Ordering::Relaxed) => {
+                // Stepped by `run_inline` once the job is done, in the task's context.
+                // SAFETY: the GIL is held; a non-NULL result is a new reference.
+                let context = unsafe {
+                    Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyContext_CopyCurrent())?
+                };
+                let running = objects.tasks.create(&coroutine, Some(&context))?;
+                *self.lock_started() = Some(StartedTask {
+                    task: running.clone().unbind(),
+                    coroutine: coroutine.unbind(),
+                    context: context.unbind(),
+                });
+                running
+            }
+            AppTask::Request => objects.tasks.create(&coroutine, None)?,
+            AppTask::Lifespan => objects.tasks.create_unnamed(&coroutine)?,
         };
         if task == AppTask::Request {
             objects.running.bind(py).add(&running)?;

@@ -6,6 +6,7 @@ mod driver;
 mod event_loop;
 pub(crate) mod interpreter;
 mod loader;
+mod request_task;
 mod watchdog;
 
 use pyo3::prelude::*;

@@ -44,6 +44,21 @@ def test_each_request_runs_in_its_own_task_and_context(server_factory):
             assert report["task_state"] == "CORO_RUNNING", report
 
 
+def test_each_request_task_has_a_name_of_its_own(server_factory):
+    server = server_factory("pyapp.conformance:app")
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        names = [client.get("/loop").json()["task_name"] for _ in range(3)]
+    assert len(set(names)) == 3, names
+    assert all(name.startswith("request-") for name in names), names
+
+
+def test_a_task_factory_the_app_sets_makes_the_request_tasks(server_factory):
+    server = server_factory("pyapp.conformance:app_with_task_factory")
+    report = loop_report(server)
+    assert report["task_name"] == "from-the-app's-factory", report
+    assert report["task_state"] == "CORO_RUNNING", report
+
+
 def test_uvloop_can_be_required_with_split_threads(server_factory):
     server = server_factory("pyapp.conformance:app", "--loop", "uvloop", "--runtime-mode", "split")
     assert loop_report(server)["loop"].startswith("uvloop")
