@@ -100,6 +100,9 @@ pub(crate) fn new_event_loop<'py>(
     };
     let make = || -> PyResult<Bound<'py, PyAny>> {
         let event_loop = support(py)?.call_method1("new_event_loop", (name, driver))?;
+        if driver.is_some() {
+            super::call_soon::install(&event_loop)?;
+        }
         py.import("asyncio")?
             .call_method1("set_event_loop", (&event_loop,))?;
         Ok(event_loop)

@@ -2,6 +2,7 @@
 //! the loop thread that runs it ([`event_loop`]).
 
 mod app_coroutine;
+mod call_soon;
 mod driver;
 mod event_loop;
 pub(crate) mod interpreter;
