@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyInt, PyString};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PyString, PyTuple};
 
 use super::body::ResponseBody;
 use super::context::ScopeValues;
@@ -76,14 +76,12 @@ fn header_map(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
     let mut map = HeaderMap::new();
     for pair in headers.try_iter()? {
         let pair = pair?;
-        if pair.len()? != 2 {
+        let Some((name, value)) = name_and_value(&pair)? else {
             return Err(bad_value(format!(
                 "response headers must be [name, value] pairs, got {}",
                 pair.repr()?
             )));
-        }
-        let name = pair.get_item(0)?;
-        let value = pair.get_item(1)?;
+        };
         let (Ok(name), Ok(value)) = (name.cast::<PyBytes>(), value.cast::<PyBytes>()) else {
             return Err(wrong_type(format!(
                 "response header names and values must be bytes, got {}",
@@ -105,6 +103,32 @@ fn header_map(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
         map.append(name, value);
     }
     Ok(map)
+}
+
+/// The two items of a header pair, or `None` when it has another length. Tuples and lists,
+/// what apps send, are read in place: indexing any sequence makes a Python int of each
+/// index, which cost a response half as much again as the rest of its headers.
+fn name_and_value<'py>(
+    pair: &Bound<'py, PyAny>,
+) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+    if let Ok(pair) = pair.cast::<PyTuple>() {
+        return Ok((pair.len() == 2).then(|| {
+            (
+                pair.get_borrowed_item(0).expect("in range").to_owned(),
+                pair.get_borrowed_item(1).expect("in range").to_owned(),
+            )
+        }));
+    }
+    if let Ok(pair) = pair.cast::<PyList>() {
+        return Ok(match (pair.len(), pair.get_item(0), pair.get_item(1)) {
+            (2, Ok(name), Ok(value)) => Some((name, value)),
+            _ => None,
+        });
+    }
+    if pair.len()? != 2 {
+        return Ok(None);
+    }
+    Ok(Some((pair.get_item(0)?, pair.get_item(1)?)))
 }
 
 /// The `status` and `headers` of a `*.response.start` message as a response head.
@@ -242,6 +266,26 @@ mod tests {
         assert_eq!(error_of(&with("[(b'x y', b'1')]"), start), "ValueError");
         assert_eq!(error_of(&with("[(b'x',)]"), start), "ValueError");
         assert_eq!(error_of(&with("[1]"), start), "TypeError");
+    }
+
+    #[test]
+    fn header_pairs_may_be_tuples_lists_or_other_sequences() {
+        Python::attach(|py| {
+            let code = c"{'status': 200, 'headers': [(b'a', b'1'), [b'b', b'2'], memoryview(b'cd').cast('c')]}";
+            let message = py.eval(code, None, None).unwrap();
+            let head = start(message.cast::<PyDict>().unwrap()).unwrap();
+            let pairs: Vec<(&str, &[u8])> = head
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_bytes()))
+                .collect();
+            // memoryview's items are 1-byte bytes: a pair of them is a pair like any other.
+            assert_eq!(pairs, [("a", &b"1"[..]), ("b", b"2"), ("c", b"d")]);
+        });
+        let with = |headers: &str| format!("{{'status': 200, 'headers': {headers}}}");
+        assert_eq!(error_of(&with("[(b'x', b'1', b'2')]"), start), "ValueError");
+        assert_eq!(error_of(&with("[[b'x']]"), start), "ValueError");
+        assert_eq!(error_of(&with("[b'xy']"), start), "TypeError");
     }
 
     #[test]
