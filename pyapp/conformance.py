@@ -593,6 +593,25 @@ async def app_with_task_factory(scope, receive, send):
     await app(scope, receive, send)
 
 
+async def app_with_eager_task_factory(scope, receive, send):
+    """`app`, with a task factory that takes a task's first step at once, as Python 3.12's
+    `asyncio.eager_task_factory` does: a request answered without waiting ends inside it."""
+    if scope["type"] == "lifespan":
+        import asyncio
+
+        def eager(loop, coroutine, **kwargs):
+            try:
+                coroutine.send(None)
+            except StopIteration:
+                done = loop.create_future()
+                done.set_result(None)
+                return done
+            raise RuntimeError("this test factory takes only apps that answer at once")
+
+        asyncio.get_running_loop().set_task_factory(eager)
+    await app(scope, receive, send)
+
+
 async def not_found(scope, receive, send):
     await _respond(send, 404, b"not found")
 

@@ -536,14 +536,18 @@ impl EventLoop {
         ))?;
         // The request's task, for `request_ended`: set once the task exists, which is
         // before its first step. Looking the task up as it ends (`asyncio.current_task`)
-        // cost each request more than this cell.
-        let request_task = Rc::new(OnceCell::new());
+        // cost each request more than this cell. A task factory that takes the first step
+        // at once (Python 3.12's eager tasks) may end the app before: the cell then holds
+        // `None`, and the task is not counted at all.
+        let request_task: Rc<OnceCell<Option<Py<PyAny>>>> = Rc::new(OnceCell::new());
         let on_end: OnEnd = match task {
             AppTask::Request => {
                 let event_loop = self.clone();
                 let request_task = request_task.clone();
                 Box::new(move |py, error| {
-                    event_loop.request_ended(py, request_task.get());
+                    if let Some(task) = request_task.get_or_init(|| None) {
+                        event_loop.request_ended(py, task);
+                    }
                     on_done(py, error);
                 })
             }
@@ -568,17 +572,15 @@ impl EventLoop {
             AppTask::Request => objects.tasks.create(&coroutine, None)?,
             AppTask::Lifespan => objects.tasks.create_unnamed(&coroutine)?,
         };
-        if task == AppTask::Request {
+        if task == AppTask::Request && request_task.set(Some(running.clone().unbind())).is_ok() {
             objects.running.bind(py).add(&running)?;
             self.shared.running_apps.fetch_add(1, Ordering::AcqRel);
-            let _ = request_task.set(running.unbind());
         }
         Ok(())
     }
 
     /// Stops counting a request's task, which is running its last step.
-    fn request_ended(&self, py: Python<'_>, task: Option<&Py<PyAny>>) {
-        let Some(task) = task else { return };
+    fn request_ended(&self, py: Python<'_>, task: &Py<PyAny>) {
         match self.objects().running.bind(py).discard(task) {
             Ok(true) => {
                 if self.shared.running_apps.fetch_sub(1, Ordering::AcqRel) == 1 {

@@ -1,12 +1,14 @@
 """--loop: which asyncio loop runs the app, on the server's one Python thread; with
 --runtime-mode single, asyncio's own, whose selector runs the sockets."""
 
+import signal
 import subprocess
 
 import httpx
 import pytest
 
 from harness import SERVER_CMD, SINGLE_THREAD
+from markers import wait_exit
 
 pytestmark = pytest.mark.rust_only
 
@@ -57,6 +59,22 @@ def test_a_task_factory_the_app_sets_makes_the_request_tasks(server_factory):
     report = loop_report(server)
     assert report["task_name"] == "from-the-app's-factory", report
     assert report["task_state"] == "CORO_RUNNING", report
+
+
+def test_requests_a_task_factory_ends_at_once_do_not_hold_up_exit(server_factory):
+    # An eager task factory runs the app before the server sees its task: such a request
+    # must not stay counted as running, or shutdown would wait for it, then warn that it
+    # cancels it and that it did not end.
+    server = server_factory(
+        "pyapp.conformance:app_with_eager_task_factory", "--timeout-graceful-shutdown", "20"
+    )
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert [client.get("/ok").text for _ in range(3)] == ["ok"] * 3
+    server.proc.send_signal(signal.SIGTERM)
+    elapsed = wait_exit(server, 25)
+    assert elapsed is not None and elapsed < 5, f"exit took {elapsed} s:\n{server.logs()}"
+    assert server.proc.returncode == 0, server.logs()
+    assert "request task" not in server.logs(), server.logs()
 
 
 def test_uvloop_can_be_required_with_split_threads(server_factory):
