@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::thread::LocalKey;
 
 use http::{HeaderMap, Method, Version};
 use percent_encoding::percent_decode;
@@ -281,32 +282,47 @@ fn address(py: Python<'_>, address: Option<SocketAddr>) -> PyResult<Bound<'_, Py
     let Some(address) = address else {
         return Ok(py.None().into_bound(py));
     };
-    let host = host(py, address.ip().to_canonical());
+    let ip = address.ip().to_canonical();
+    let host = reuse_last(py, &LAST_HOST, ip, || {
+        Ok(match ip {
+            IpAddr::V4(ip) => PyString::new(py, ipv4_text(ip, &mut [0; 15])),
+            IpAddr::V6(_) => PyString::new(py, &ip.to_string()),
+        })
+    })?;
     let port = address.port().into_pyobject(py)?;
     Ok(PyTuple::new(py, [host.into_any(), port.into_any()])?.into_any())
 }
 
+/// The value a [`reuse_last`] cache last built, with the key it was built for.
+type LastBuilt<K, T> = RefCell<Option<(K, Py<T>)>>;
+
 thread_local! {
     /// The host text last written on this thread (the loop thread), with its address.
-    /// Under load most requests come from one address (a proxy, a load balancer, the same
-    /// machine), and the string is immutable, so scopes can share it.
-    static LAST_HOST: RefCell<Option<(IpAddr, Py<PyString>)>> = const { RefCell::new(None) };
+    static LAST_HOST: LastBuilt<IpAddr, PyString> = const { RefCell::new(None) };
+    /// The `server` value last built on this thread, with its address.
+    static LAST_SERVER: LastBuilt<ServerAddress, PyAny> = const { RefCell::new(None) };
 }
 
-fn host(py: Python<'_>, ip: IpAddr) -> Bound<'_, PyString> {
-    let last = LAST_HOST.with_borrow(|last| match last {
-        Some((last, host)) if *last == ip => Some(host.clone_ref(py)),
+/// The value kept in `last` if it was built for `key`, else `build`'s, kept in its place.
+/// Under load most requests share these keys (a listener's address; a proxy's, a load
+/// balancer's or the same machine's client address), and the values are immutable, so
+/// scopes can share them.
+fn reuse_last<'py, K: Copy + PartialEq + 'static, T>(
+    py: Python<'py>,
+    last: &'static LocalKey<LastBuilt<K, T>>,
+    key: K,
+    build: impl FnOnce() -> PyResult<Bound<'py, T>>,
+) -> PyResult<Bound<'py, T>> {
+    let kept = last.with_borrow(|last| match last {
+        Some((kept_for, value)) if *kept_for == key => Some(value.clone_ref(py)),
         _ => None,
     });
-    if let Some(host) = last {
-        return host.into_bound(py);
+    if let Some(value) = kept {
+        return Ok(value.into_bound(py));
     }
-    let host = match ip {
-        IpAddr::V4(ip) => PyString::new(py, ipv4_text(ip, &mut [0; 15])),
-        IpAddr::V6(_) => PyString::new(py, &ip.to_string()),
-    };
-    LAST_HOST.set(Some((ip, host.clone().unbind())));
-    host
+    let value = build()?;
+    last.set(Some((key, value.clone().unbind())));
+    Ok(value)
 }
 
 /// `ip` in dotted decimal, written into `text` without the formatting machinery (two of
@@ -332,34 +348,18 @@ fn ipv4_text(ip: Ipv4Addr, text: &mut [u8; 15]) -> &str {
     std::str::from_utf8(&text[..length]).expect("digits and dots are ASCII")
 }
 
-thread_local! {
-    /// The `server` value last built on this thread (the loop thread), with its address. A
-    /// listener's address is the same for all its requests, and most servers have one
-    /// listener; the tuple is immutable, so scopes can share it.
-    static LAST_SERVER: RefCell<Option<(ServerAddress, Py<PyAny>)>> = const { RefCell::new(None) };
-}
-
 fn server_address(py: Python<'_>, address: Option<ServerAddress>) -> PyResult<Bound<'_, PyAny>> {
     let Some(address) = address else {
         return Ok(py.None().into_bound(py));
     };
-    let last = LAST_SERVER.with_borrow(|last| match last {
-        Some((last, value)) if *last == address => Some(value.clone_ref(py)),
-        _ => None,
-    });
-    if let Some(value) = last {
-        return Ok(value.into_bound(py));
-    }
-    let value = match address {
-        ServerAddress::Unix(path) => PyTuple::new(
+    reuse_last(py, &LAST_SERVER, address, || match address {
+        ServerAddress::Unix(path) => Ok(PyTuple::new(
             py,
             [path.into_pyobject(py)?.into_any(), py.None().into_bound(py)],
         )?
-        .into_any(),
-        ServerAddress::Tcp(address) => self::address(py, Some(address))?,
-    };
-    LAST_SERVER.set(Some((address, value.clone().unbind())));
-    Ok(value)
+        .into_any()),
+        ServerAddress::Tcp(address) => self::address(py, Some(address)),
+    })
 }
 
 #[cfg(test)]
