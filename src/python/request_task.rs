@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyString, PyTuple};
+use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{ffi, intern};
 
 /// What creating request tasks needs, looked up once on the loop thread.
@@ -41,7 +41,8 @@ impl RequestTasks {
         })
     }
 
-    /// A task made by the loop's `create_task`, named as asyncio names it: the lifespan's.
+    /// A task made by the loop's `create_task` (or the app's task factory), named as asyncio
+    /// names it: the lifespan's.
     pub(super) fn create_unnamed<'py>(
         &self,
         coroutine: &Bound<'py, PyAny>,
@@ -60,11 +61,11 @@ impl RequestTasks {
         if !self.get_task_factory.bind(py).call0()?.is_none() {
             return match context {
                 Some(context) => {
-                    let kwargs = pyo3::types::PyDict::new(py);
+                    let kwargs = PyDict::new(py);
                     kwargs.set_item(intern!(py, "context"), context)?;
                     self.create_task.bind(py).call((coroutine,), Some(&kwargs))
                 }
-                None => self.create_task.bind(py).call1((coroutine,)),
+                None => self.create_unnamed(coroutine),
             };
         }
         let number = self.next.fetch_add(1, Ordering::Relaxed);
