@@ -28,17 +28,6 @@ pub(super) struct AppCoroutine {
     /// Behind a `RefCell`, not `&mut self`: while the app runs inside a step, whatever
     /// inspects the task's coroutine (`__getattr__`) borrows this object too.
     on_end: RefCell<Option<OnEnd>>,
-    /// What a step taken before the task's first ([`AppCoroutine::step_before_task`]) came
-    /// to, which the task's first step then gets.
-    first: RefCell<Option<FirstStep>>,
-}
-
-/// The outcome of the step taken before the task's first.
-enum FirstStep {
-    /// The app waits on this (an asyncio future, or `None` to be stepped again).
-    Yielded(Py<PyAny>),
-    /// The app ended; `Some` error when it must go on through the task.
-    Ended(Option<PyErr>),
 }
 
 impl AppCoroutine {
@@ -46,31 +35,7 @@ impl AppCoroutine {
         AppCoroutine {
             app: app.unbind(),
             on_end: RefCell::new(Some(on_end)),
-            first: RefCell::new(None),
         }
-    }
-
-    /// Takes the app's first step now, inside the task (current, in its context) before
-    /// the task's own first step: with `--runtime-mode single`, a request is read and
-    /// started by its connection, and an app that answers without waiting answers within
-    /// that same poll of the connection. The task's first step then takes this outcome.
-    pub(super) fn step_before_task(&self, py: Python<'_>) {
-        let first = match self.step(&py.None().into_bound(py)) {
-            Ok(Some(yielded)) => FirstStep::Yielded(yielded),
-            Ok(None) => FirstStep::Ended(None),
-            Err(error) => FirstStep::Ended(Some(error)),
-        };
-        *self.first.borrow_mut() = Some(first);
-    }
-
-    /// The outcome of the step taken before the task's, for the task's first step.
-    fn take_first(&self) -> Option<PyResult<Option<Py<PyAny>>>> {
-        let first = self.first.borrow_mut().take()?;
-        Some(match first {
-            FirstStep::Yielded(yielded) => Ok(Some(yielded)),
-            FirstStep::Ended(None) => Ok(None),
-            FirstStep::Ended(Some(error)) => Err(error),
-        })
     }
 
     /// One step of the app with `value` sent in: what it yielded (the asyncio future the
@@ -159,18 +124,11 @@ impl AppCoroutine {
     /// asyncio's task steps a coroutine with `PyIter_Send`, which comes here when it sends
     /// `None`, as it always does: returning `None` ends the task without an exception object.
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        if let Some(first) = self.take_first() {
-            return first;
-        }
         self.step(&py.None().into_bound(py))
     }
 
     fn send(&self, value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
-        let stepped = match self.take_first() {
-            Some(first) => first,
-            None => self.step(value),
-        };
-        match stepped? {
+        match self.step(value)? {
             Some(yielded) => Ok(Some(yielded)),
             None => Err(PyStopIteration::new_err(())),
         }
@@ -185,13 +143,6 @@ impl AppCoroutine {
         value: Option<&Bound<'_, PyAny>>,
         traceback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        // Thrown before the task's first step: into the app where its early step left it,
-        // or, if that step ended it, the task ends as it would have.
-        match self.first.borrow_mut().take() {
-            Some(FirstStep::Ended(Some(error))) => return Err(error),
-            Some(FirstStep::Ended(None)) => return Err(PyStopIteration::new_err(())),
-            Some(FirstStep::Yielded(_)) | None => {}
-        }
         let thrown = match (value, traceback) {
             (None, None) => self
                 .app
@@ -220,7 +171,6 @@ impl AppCoroutine {
         // The task was dropped unfinished: the request is answered as the bridge's own
         // state is dropped, not by `on_end`.
         self.on_end.borrow_mut().take();
-        self.first.borrow_mut().take();
         self.app.call_method0(py, intern!(py, "close")).map(drop)
     }
 }

@@ -8,7 +8,13 @@
 //! slots are filled as `__init__` fills them, appended to the loop's ready queue. In debug
 //! mode, or once the loop is closed, asyncio's own `call_soon` runs, with its checks and
 //! errors.
+//!
+//! It also lets a request's task take its first step at once ([`first_step_of`]): the step
+//! asyncio's `Task.__init__` schedules is kept instead, for the caller to run.
 
+use std::cell::RefCell;
+
+use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
@@ -90,8 +96,66 @@ fn handle_layout(py: Python<'_>) -> PyResult<Option<&HandleLayout>> {
     Ok(layout.as_ref())
 }
 
+/// A task's first step, kept by [`first_step_of`] rather than scheduled.
+pub(super) struct FirstStep {
+    step: Py<PyAny>,
+    context: Py<PyAny>,
+}
+
+impl FirstStep {
+    /// Runs the step in its context, as the loop's `Handle` would have. What it raises goes
+    /// to the loop's exception handler, as a handle's does, but for `SystemExit` and
+    /// `KeyboardInterrupt`, which a handle lets out of the loop: they are returned.
+    pub(super) fn run(self, event_loop: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = event_loop.py();
+        // SAFETY: the GIL is held; the context is a live `contextvars.Context`, entered and
+        // exited around the call on this thread; a NULL result comes with the exception set.
+        let stepped = unsafe {
+            if ffi::PyContext_Enter(self.context.as_ptr()) != 0 {
+                Err(PyErr::fetch(py))
+            } else {
+                let result = ffi::PyObject_CallNoArgs(self.step.as_ptr());
+                let stepped = Bound::from_owned_ptr_or_err(py, result).map(drop);
+                ffi::PyContext_Exit(self.context.as_ptr());
+                stepped
+            }
+        };
+        let Err(err) = stepped else { return Ok(()) };
+        if !err.is_instance_of::<PyException>(py) {
+            return Err(err);
+        }
+        let report = PyDict::new(py);
+        let reported = report
+            .set_item("message", "Exception in a request task's first step")
+            .and_then(|()| report.set_item("exception", err.value(py)))
+            .and_then(|()| event_loop.call_method1("call_exception_handler", (report,)));
+        if let Err(err) = reported {
+            tracing::error!("a request task's first step failed: {err}");
+        }
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// While [`first_step_of`] runs: `Some`, and the step once [`call_soon`] kept it.
+    static KEPT: RefCell<Option<Option<FirstStep>>> = const { RefCell::new(None) };
+}
+
+/// Runs `create_task`, keeping the first callback it schedules with this loop's `call_soon`
+/// (the new task's first step) instead of queueing it. `None` when nothing was kept: the
+/// loop's `call_soon` is asyncio's (debug mode, another loop) and the step is queued.
+pub(super) fn first_step_of<T>(create_task: impl FnOnce() -> T) -> (T, Option<FirstStep>) {
+    let outer = KEPT.with(|kept| kept.replace(Some(None)));
+    let created = create_task();
+    let step = KEPT
+        .with(|kept| std::mem::replace(&mut *kept.borrow_mut(), outer))
+        .flatten();
+    (created, step)
+}
+
 /// `loop.call_soon(callback, *args, context=None)`: a `Handle` appended to the loop's
-/// ready queue (`ready_append`), which the loop runs on its next pass.
+/// ready queue (`ready_append`), which the loop runs on its next pass; inside
+/// [`first_step_of`], the first callback is kept instead, and `None` returned.
 #[pyfunction]
 #[pyo3(signature = (event_loop, ready_append, callback, *args, context=None))]
 fn call_soon<'py>(
@@ -113,6 +177,21 @@ fn call_soon<'py>(
         // SAFETY: the GIL is held; a non-NULL result is a new reference.
         _ => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? },
     };
+    if args.is_empty() {
+        let keep = |kept: &RefCell<Option<Option<FirstStep>>>| match &mut *kept.borrow_mut() {
+            Some(slot @ None) => {
+                *slot = Some(FirstStep {
+                    step: callback.clone().unbind(),
+                    context: context.clone().unbind(),
+                });
+                true
+            }
+            _ => false,
+        };
+        if KEPT.with(keep) {
+            return Ok(py.None().into_bound(py));
+        }
+    }
     let values = [
         context.into_any(),
         event_loop.clone(),
@@ -167,7 +246,8 @@ mod tests {
 
     use super::*;
 
-    /// Runs `code` with `event_loop`: a new asyncio loop with the Rust `call_soon`.
+    /// Runs `code` with `event_loop`, a new asyncio loop with the Rust `call_soon`, and
+    /// [`keep_first`].
     fn run(code: &str) {
         Python::attach(|py| {
             let event_loop = py
@@ -178,11 +258,42 @@ mod tests {
             install(&event_loop).unwrap();
             let globals = PyDict::new(py);
             globals.set_item("event_loop", &event_loop).unwrap();
+            let keep_first = wrap_pyfunction!(keep_first, py).unwrap();
+            globals.set_item("keep_first", keep_first).unwrap();
             let code = CString::new(code).unwrap();
             let ran = py.run(&code, Some(&globals), None);
             event_loop.call_method0("close").unwrap();
             ran.unwrap();
         });
+    }
+
+    /// `keep_first(event_loop, create)`: calls `create()` inside [`first_step_of`] and gives
+    /// its result and a callable that runs the kept step (`None` when nothing was kept); the
+    /// callable returns what the step let out of the loop, as a string, or `None`.
+    #[pyfunction]
+    fn keep_first<'py>(
+        py: Python<'py>,
+        event_loop: Py<PyAny>,
+        create: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyAny>, Option<Py<PyAny>>)> {
+        let (created, first_step) = first_step_of(|| create.call0());
+        let first_step = first_step.map(|first_step| {
+            let first_step = std::sync::Mutex::new(Some(first_step));
+            let run = move |_args: &Bound<'_, PyTuple>,
+                            _kwargs: Option<&Bound<'_, PyDict>>|
+                  -> Option<String> {
+                Python::attach(|py| {
+                    let first_step = first_step.lock().unwrap().take().expect("run once");
+                    let escaped = first_step.run(event_loop.bind(py)).err();
+                    escaped.map(|err| err.to_string())
+                })
+            };
+            pyo3::types::PyCFunction::new_closure(py, None, None, run)
+                .expect("a closure")
+                .into_any()
+                .unbind()
+        });
+        Ok((created?, first_step))
     }
 
     #[test]
@@ -238,6 +349,79 @@ except RuntimeError as error:
     assert "closed" in str(error), error
 else:
     raise AssertionError("a closed loop took a callback")
+"#);
+    }
+
+    #[test]
+    fn a_new_tasks_first_step_is_kept_and_runs_as_the_task_in_its_context() {
+        run(r#"
+import asyncio, contextvars
+var = contextvars.ContextVar("var", default="unset")
+seen = []
+async def app():
+    seen.append(("first", asyncio.current_task() is task, var.get()))
+    var.set("set in the task")
+    await asyncio.sleep(0)
+    seen.append(("second", asyncio.current_task() is task, var.get()))
+def start():
+    # As the server starts a request: from a callback of the running loop, no task current.
+    global task
+    queued = len(event_loop._ready)
+    task, step = keep_first(event_loop, lambda: asyncio.Task(app(), loop=event_loop))
+    # The step was kept, not queued: nothing ran yet.
+    seen.append(("kept", step is not None, len(event_loop._ready) - queued))
+    seen.append(("stepped", step()))
+    seen.append(("after", asyncio.current_task(event_loop) is None, var.get()))
+event_loop.call_soon(start)
+event_loop.run_until_complete(asyncio.sleep(0))
+event_loop.run_until_complete(task)
+assert seen == [
+    ("kept", True, 0),
+    ("first", True, "unset"),
+    ("stepped", None),
+    ("after", True, "unset"),
+    # The rest of the task runs as a queued task's does, in the task's own context.
+    ("second", True, "set in the task"),
+], seen
+"#);
+    }
+
+    #[test]
+    fn only_the_first_callback_is_kept_and_none_outside() {
+        run(r#"
+import asyncio
+calls = []
+def create():
+    event_loop.call_soon(calls.append, "queued with arguments")
+    event_loop.call_soon(calls.append, "also queued")
+    first = event_loop.call_soon(lambda: calls.append("kept"))
+    event_loop.call_soon(lambda: calls.append("queued after"))
+    return first
+kept, step = keep_first(event_loop, create)
+assert kept is None, kept
+after = event_loop.call_soon(lambda: calls.append("outside"))
+assert isinstance(after, asyncio.Handle)
+event_loop.run_until_complete(asyncio.sleep(0))
+assert calls == ["queued with arguments", "also queued", "queued after", "outside"], calls
+assert step() is None
+assert calls[-1] == "kept", calls
+"#);
+    }
+
+    #[test]
+    fn a_first_step_lets_system_exit_out_and_reports_other_errors_to_the_loop() {
+        run(r#"
+reported = []
+event_loop.set_exception_handler(lambda loop, context: reported.append(context))
+def fail(error):
+    def step():
+        raise error
+    return keep_first(event_loop, lambda: event_loop.call_soon(step))[1]
+assert "SystemExit: stop" in fail(SystemExit("stop"))(), reported
+assert reported == []
+assert fail(ValueError("broken"))() is None
+assert [type(context["exception"]) for context in reported] == [ValueError], reported
+assert "first step" in reported[0]["message"], reported
 "#);
     }
 }

@@ -5,8 +5,9 @@
 //! [`Driver::run`]. With the GIL released, that runs the runtime holding the server's
 //! connections until asyncio's own descriptors are ready (the selector's epoll descriptor,
 //! watched by Tokio's reactor), the timeout passes, or a connection queued a request for
-//! Python; then, with the GIL back, it starts the queued requests and returns to asyncio,
-//! which runs them in the same pass. A request therefore crosses no thread: hyper reads it,
+//! Python; then, with the GIL back, it starts the queued requests (each task's first step
+//! runs at once: `EventLoop::run_job`) and returns to asyncio, which runs the rest in the
+//! same pass. A request therefore crosses no thread: hyper reads it,
 //! the app runs and hyper writes the answer, all on this one thread.
 //!
 //! Responses the app finished in a pass are handed to their connections at the start of the
@@ -64,8 +65,9 @@ pub(super) type HandBackFn = Box<dyn FnOnce() + Send>;
 pub(super) trait Feed: Send + Sync {
     /// Swaps the responses finished since the last call into `into`, which is empty.
     fn take_hand_backs(&mut self, py: Python<'_>, into: &mut Vec<HandBackFn>);
-    /// Runs every queued job (starting requests' app tasks).
-    fn start_queued(&mut self, py: Python<'_>);
+    /// Runs every queued job (starting requests' app tasks); raises what must stop the
+    /// loop's pass (`SystemExit`, `KeyboardInterrupt`).
+    fn start_queued(&mut self, py: Python<'_>) -> PyResult<()>;
 }
 
 /// The Rust half of `support.TokioSelector`. Sendable: the asyncio loop holding it may be
@@ -147,9 +149,9 @@ impl Driver {
     /// Runs the server's connections for up to `timeout` seconds (`None`: as long as
     /// nothing else happens), then starts the requests they queued. Returns asyncio's
     /// ready descriptors as `(fd, selector events)`, as `EpollSelector.select` reads them.
-    fn run(&mut self, py: Python<'_>, timeout: Option<f64>) -> Vec<(RawFd, u8)> {
+    fn run(&mut self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Vec<(RawFd, u8)>> {
         let (Some(runtime), Some(asyncio_fds)) = (&self.runtime, &self.asyncio_fds) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let hand_backs = self
             .hand_backs
@@ -192,8 +194,8 @@ impl Driver {
                 }
             })
         });
-        self.feed.start_queued(py);
-        ready
+        self.feed.start_queued(py)?;
+        Ok(ready)
     }
 }
 

@@ -23,7 +23,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PySet};
 
 use super::app_coroutine::{AppCoroutine, OnEnd};
+use super::call_soon::FirstStep;
 use super::driver::{self, Driver, Feed, HandBackFn, RuntimeMode};
 use super::loader::{AppSpec, LoopKind, load_app, new_event_loop};
 use super::request_task::RequestTasks;
@@ -80,16 +81,12 @@ struct Shared {
     cpu_clock: OnceLock<libc::clockid_t>,
     /// A job runs inline ([`EventLoop::run_inline`]); loop thread only.
     inline: AtomicBool,
-    /// The request task the inline job started, to step before the job returns.
-    started: Mutex<Option<StartedTask>>,
-}
-
-/// A request's task created by an inline job, not stepped yet.
-struct StartedTask {
-    task: Py<PyAny>,
-    coroutine: Py<AppCoroutine>,
-    /// The task's context, which its early step runs in.
-    context: Py<PyAny>,
+    /// The first step of the request task the running job started, to run once the job
+    /// is done.
+    first_step: Mutex<Option<FirstStep>>,
+    /// A `SystemExit` or `KeyboardInterrupt` a first step raised, to raise out of the loop
+    /// once the queued jobs have run, as the loop's own pass would have.
+    escaped: Mutex<Option<PyErr>>,
 }
 
 /// A cheap, cloneable handle to the loop thread.
@@ -245,7 +242,8 @@ impl EventLoop {
                 died: Signal::new(),
                 cpu_clock: OnceLock::new(),
                 inline: AtomicBool::new(false),
-                started: Mutex::new(None),
+                first_step: Mutex::new(None),
+                escaped: Mutex::new(None),
             }),
         }
     }
@@ -366,21 +364,37 @@ impl EventLoop {
         drop(jobs);
     }
 
-    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Job>> {
-        self.shared
-            .queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn queue(&self) -> MutexGuard<'_, Vec<Job>> {
+        lock(&self.shared.queue)
     }
 
     /// Runs every queued job; the queue is swapped with `batch` so that neither side
-    /// reallocates under load.
-    fn run_queued(&self, py: Python<'_>, batch: &mut Vec<Job>) {
+    /// reallocates under load. Raises what must stop the loop's pass, once all have run.
+    fn run_queued(&self, py: Python<'_>, batch: &mut Vec<Job>) -> PyResult<()> {
         // Cleared before taking the queue: a job pushed after this point wakes the loop again.
         self.shared.wake_scheduled.store(false, Ordering::Release);
         std::mem::swap(&mut *self.queue(), batch);
         for job in batch.drain(..) {
-            job(py);
+            self.run_job(py, job);
+        }
+        match lock(&self.shared.escaped).take() {
+            Some(escaped) => Err(escaped),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `job`, then the first step of the request task it started, if `call_soon` kept
+    /// it ([`RequestTasks::create`]): the app starts now rather than on the loop's next pass,
+    /// and one that answers without waiting is done before the next job runs, its task
+    /// never queued. Jobs run from the loop's selector or from a callback, never inside a
+    /// task, so the step finds no other task current, as a queued one would.
+    fn run_job(&self, py: Python<'_>, job: Job) {
+        job(py);
+        let first_step = lock(&self.shared.first_step).take();
+        if let Some(first_step) = first_step
+            && let Err(escaped) = first_step.run(self.objects().event_loop.bind(py))
+        {
+            lock(&self.shared.escaped).get_or_insert(escaped);
         }
     }
 
@@ -415,52 +429,17 @@ impl EventLoop {
     /// ([`RuntimeMode::Single`]): a connection that read a request starts its app right
     /// away, and the app's first step runs before the connection's poll goes on, so an
     /// app that answers without waiting is answered in that same poll, written before
-    /// anything else runs. The rest (the task's end, what the app scheduled) runs as the
-    /// driver returns to asyncio, which the job's wake-up makes it do.
+    /// anything else runs. The rest (what the app scheduled) runs as the driver returns to
+    /// asyncio, which the job's wake-up makes it do.
     fn run_inline(&self, job: Job) {
         Python::attach(|py| {
             self.shared.inline.store(true, Ordering::Relaxed);
-            job(py);
-            let started = self.lock_started().take();
-            if let Some(started) = started {
-                self.step_before_task(py, started);
-            }
+            self.run_job(py, job);
             self.shared.inline.store(false, Ordering::Relaxed);
         });
         // As a queued job's: the driver returns once to asyncio for all of them.
         if !self.shared.wake_scheduled.swap(true, Ordering::AcqRel) {
             self.wake_now();
-        }
-    }
-
-    fn lock_started(&self) -> std::sync::MutexGuard<'_, Option<StartedTask>> {
-        self.shared
-            .started
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Takes the app's first step as its task's, as asyncio would: the task current (for
-    /// `asyncio.current_task()`, anyio's cancel scopes) and its context entered.
-    fn step_before_task(&self, py: Python<'_>, started: StartedTask) {
-        let event_loop = self.objects().event_loop.bind(py);
-        let task = started.task.bind(py);
-        if let Err(err) = swap_current_task(event_loop, task, true) {
-            // The task's own first step runs the app instead.
-            tracing::debug!("cannot step the app before its task: {err}");
-            return;
-        }
-        // SAFETY: the context is a live `contextvars.Context`, entered and exited around
-        // the step on this thread, with the GIL held.
-        if unsafe { pyo3::ffi::PyContext_Enter(started.context.as_ptr()) } == 0 {
-            started.coroutine.bind(py).borrow().step_before_task(py);
-            // SAFETY: as above; exits the context just entered.
-            unsafe { pyo3::ffi::PyContext_Exit(started.context.as_ptr()) };
-        } else {
-            PyErr::fetch(py);
-        }
-        if let Err(err) = swap_current_task(event_loop, task, false) {
-            tracing::error!("cannot leave the request task after its first step: {err}");
         }
     }
 
@@ -555,21 +534,11 @@ impl EventLoop {
         };
         let coroutine = Bound::new(py, AppCoroutine::new(coroutine, on_end))?;
         let running = match task {
-            AppTask::Request if self.shared.inline.load(Ordering::Relaxed) => {
-                // Stepped by `run_inline` once the job is done, in the task's context.
-                // SAFETY: the GIL is held; a non-NULL result is a new reference.
-                let context = unsafe {
-                    Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyContext_CopyCurrent())?
-                };
-                let running = objects.tasks.create(&coroutine, Some(&context))?;
-                *self.lock_started() = Some(StartedTask {
-                    task: running.clone().unbind(),
-                    coroutine: coroutine.unbind(),
-                    context: context.unbind(),
-                });
+            AppTask::Request => {
+                let (running, first_step) = objects.tasks.create(&coroutine)?;
+                *lock(&self.shared.first_step) = first_step;
                 running
             }
-            AppTask::Request => objects.tasks.create(&coroutine, None)?,
             AppTask::Lifespan => objects.tasks.create_unnamed(&coroutine)?,
         };
         if task == AppTask::Request && request_task.set(Some(running.clone().unbind())).is_ok() {
@@ -646,6 +615,14 @@ impl EventLoop {
     }
 }
 
+/// Locks a mutex of the loop's; a panic that poisoned it left nothing half-changed that
+/// the loop relies on.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// What an app task serves, which decides whether shutdown waits for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum AppTask {
@@ -653,24 +630,6 @@ pub(crate) enum AppTask {
     Request,
     /// The lifespan protocol: runs until after the last request.
     Lifespan,
-}
-
-/// Makes `task` the current task of `event_loop` (`enter`) or no longer (`!enter`), as
-/// asyncio's own task steps do (`asyncio.tasks._enter_task`/`_leave_task`, which Python
-/// 3.12's eager tasks use the same way).
-fn swap_current_task(
-    event_loop: &Bound<'_, PyAny>,
-    task: &Bound<'_, PyAny>,
-    enter: bool,
-) -> PyResult<()> {
-    static ENTER: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
-    static LEAVE: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
-    let py = event_loop.py();
-    let swap = match enter {
-        true => ENTER.import(py, "asyncio.tasks", "_enter_task")?,
-        false => LEAVE.import(py, "asyncio.tasks", "_leave_task")?,
-    };
-    swap.call1((event_loop, task)).map(drop)
 }
 
 /// What the loop thread hands back to Tokio, gathered over one pass of the loop.
@@ -738,12 +697,12 @@ impl Feed for DriverFeed {
         }
     }
 
-    fn start_queued(&mut self, py: Python<'_>) {
+    fn start_queued(&mut self, py: Python<'_>) -> PyResult<()> {
         let batch = self
             .batch
             .get_mut()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.event_loop.run_queued(py, batch);
+        self.event_loop.run_queued(py, batch)
     }
 }
 
@@ -784,10 +743,10 @@ struct Drainer {
 
 #[pymethods]
 impl Drainer {
-    fn __call__(&mut self, py: Python<'_>) {
+    fn __call__(&mut self, py: Python<'_>) -> PyResult<()> {
         if let Wake::Eventfd { waker, .. } = &self.event_loop.shared.wake {
             waker.clear();
         }
-        self.event_loop.run_queued(py, &mut self.batch);
+        self.event_loop.run_queued(py, &mut self.batch)
     }
 }

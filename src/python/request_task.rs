@@ -10,9 +10,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple};
-use pyo3::{ffi, intern};
+use pyo3::types::{PyString, PyTuple};
+
+use super::call_soon::{FirstStep, first_step_of};
 
 /// What creating request tasks needs, looked up once on the loop thread.
 pub(super) struct RequestTasks {
@@ -20,9 +22,8 @@ pub(super) struct RequestTasks {
     create_task: Py<PyAny>,
     get_task_factory: Py<PyAny>,
     task_type: Py<PyAny>,
-    /// The keyword names of `asyncio.Task(coroutine, …)`, without and with `context`.
+    /// The keyword names of `asyncio.Task(coroutine, …)`.
     keywords: Py<PyTuple>,
-    keywords_with_context: Py<PyTuple>,
     /// The number of the next task's name.
     next: AtomicU64,
 }
@@ -36,7 +37,6 @@ impl RequestTasks {
             get_task_factory: event_loop.getattr("get_task_factory")?.unbind(),
             task_type: py.import("asyncio")?.getattr("Task")?.unbind(),
             keywords: PyTuple::new(py, ["loop", "name"])?.unbind(),
-            keywords_with_context: PyTuple::new(py, ["loop", "name", "context"])?.unbind(),
             next: AtomicU64::new(1),
         })
     }
@@ -50,49 +50,36 @@ impl RequestTasks {
         self.create_task.bind(coroutine.py()).call1((coroutine,))
     }
 
-    /// A new request task that runs `coroutine`, in `context` if given (else in a copy of the
-    /// current one, as asyncio does).
+    /// A new request task that runs `coroutine` in a copy of the current context, and its
+    /// first step if the loop's `call_soon` kept it for the caller to run
+    /// ([`first_step_of`]); otherwise the loop runs it on its next pass.
     pub(super) fn create<'py>(
         &self,
         coroutine: &Bound<'py, PyAny>,
-        context: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<(Bound<'py, PyAny>, Option<FirstStep>)> {
         let py = coroutine.py();
         if !self.get_task_factory.bind(py).call0()?.is_none() {
-            return match context {
-                Some(context) => {
-                    let kwargs = PyDict::new(py);
-                    kwargs.set_item(intern!(py, "context"), context)?;
-                    self.create_task.bind(py).call((coroutine,), Some(&kwargs))
-                }
-                None => self.create_unnamed(coroutine),
-            };
+            return Ok((self.create_unnamed(coroutine)?, None));
         }
         let number = self.next.fetch_add(1, Ordering::Relaxed);
         let mut text = [0u8; 28];
         let name = PyString::new(py, name_text(number, &mut text));
-        let (keywords, context) = match context {
-            Some(context) => (&self.keywords_with_context, context.as_ptr()),
-            None => (&self.keywords, std::ptr::null_mut()),
-        };
-        let arguments = [
-            coroutine.as_ptr(),
-            self.event_loop.as_ptr(),
-            name.as_ptr(),
-            context,
-        ];
-        // SAFETY: the GIL is held; every argument is alive for the call, the keyword tuple
-        // names the arguments after the one positional, and a non-NULL result is a new
-        // reference (NULL comes with the exception set).
-        unsafe {
-            let task = ffi::PyObject_Vectorcall(
-                self.task_type.as_ptr(),
-                arguments.as_ptr(),
-                1,
-                keywords.as_ptr(),
-            );
-            Bound::from_owned_ptr_or_err(py, task)
-        }
+        let arguments = [coroutine.as_ptr(), self.event_loop.as_ptr(), name.as_ptr()];
+        let (task, first_step) = first_step_of(|| {
+            // SAFETY: the GIL is held; every argument is alive for the call, the keyword
+            // tuple names the arguments after the one positional, and a non-NULL result is
+            // a new reference (NULL comes with the exception set).
+            unsafe {
+                let task = ffi::PyObject_Vectorcall(
+                    self.task_type.as_ptr(),
+                    arguments.as_ptr(),
+                    1,
+                    self.keywords.as_ptr(),
+                );
+                Bound::from_owned_ptr_or_err(py, task)
+            }
+        });
+        Ok((task?, first_step))
     }
 }
 
