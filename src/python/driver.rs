@@ -7,8 +7,8 @@
 //! watched by Tokio's reactor), the timeout passes, or a connection queued a request for
 //! Python; then, with the GIL back, it starts the queued requests (each task's first step
 //! runs at once: `EventLoop::run_job`) and returns to asyncio, which runs the rest in the
-//! same pass. A request therefore crosses no thread: hyper reads it,
-//! the app runs and hyper writes the answer, all on this one thread.
+//! same pass. A request therefore crosses no thread: hyper reads it, the app runs and hyper
+//! writes the answer, all on this one thread.
 //!
 //! Responses the app finished in a pass are handed to their connections at the start of the
 //! next [`Driver::run`], inside the runtime, so waking a connection is a push onto the
