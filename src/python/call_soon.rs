@@ -136,20 +136,30 @@ impl FirstStep {
     }
 }
 
+/// Whether [`call_soon`] keeps the callback it is given.
+enum Keeping {
+    /// Outside [`first_step_of`]: every callback is queued.
+    No,
+    /// Inside [`first_step_of`], nothing kept yet: the next callback is.
+    Next,
+    /// Inside [`first_step_of`], once the first callback was kept: the rest are queued.
+    Kept(FirstStep),
+}
+
 thread_local! {
-    /// While [`first_step_of`] runs: `Some`, and the step once [`call_soon`] kept it.
-    static KEPT: RefCell<Option<Option<FirstStep>>> = const { RefCell::new(None) };
+    static KEEPING: RefCell<Keeping> = const { RefCell::new(Keeping::No) };
 }
 
 /// Runs `create_task`, keeping the first callback it schedules with this loop's `call_soon`
 /// (the new task's first step) instead of queueing it. `None` when nothing was kept: the
 /// loop's `call_soon` is asyncio's (debug mode, another loop) and the step is queued.
 pub(super) fn first_step_of<T>(create_task: impl FnOnce() -> T) -> (T, Option<FirstStep>) {
-    let outer = KEPT.with(|kept| kept.replace(Some(None)));
+    let outer = KEEPING.replace(Keeping::Next);
     let created = create_task();
-    let step = KEPT
-        .with(|kept| std::mem::replace(&mut *kept.borrow_mut(), outer))
-        .flatten();
+    let step = match KEEPING.replace(outer) {
+        Keeping::Kept(step) => Some(step),
+        Keeping::No | Keeping::Next => None,
+    };
     (created, step)
 }
 
@@ -178,17 +188,17 @@ fn call_soon<'py>(
         _ => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? },
     };
     if args.is_empty() {
-        let keep = |kept: &RefCell<Option<Option<FirstStep>>>| match &mut *kept.borrow_mut() {
-            Some(slot @ None) => {
-                *slot = Some(FirstStep {
+        let kept = KEEPING.with_borrow_mut(|keeping| match keeping {
+            Keeping::Next => {
+                *keeping = Keeping::Kept(FirstStep {
                     step: callback.clone().unbind(),
                     context: context.clone().unbind(),
                 });
                 true
             }
-            _ => false,
-        };
-        if KEPT.with(keep) {
+            Keeping::No | Keeping::Kept(_) => false,
+        });
+        if kept {
             return Ok(py.None().into_bound(py));
         }
     }
