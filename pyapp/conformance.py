@@ -22,6 +22,8 @@ Routes (paths are matched after removing ``root_path``):
 - ``/wait-disconnect?key``   reads the (empty) body, then waits on ``receive()``; records.
 - ``/after-response?key&read``  answers (after reading the body unless ``read=no``), then
                              records what ``receive()`` returns next.
+- ``/busy-after-response?seconds``  answers, then blocks the loop for ``seconds`` (work an
+                             app does after its response, done without awaiting).
 - ``/first-message?key``     records the first ``receive()`` message at once under
                              ``key:first``, then reads to the end (or a disconnect) and
                              records every message type under ``key``.
@@ -279,6 +281,12 @@ async def after_response(scope, receive, send):
         _record(key, {"type": message["type"]})
     except asyncio.TimeoutError:
         _record(key, {"type": "timeout"})
+
+
+async def busy_after_response(scope, receive, send):
+    seconds = float(_query(scope)["seconds"])
+    await _respond(send, 200, b"answered before the work")
+    time.sleep(seconds)
 
 
 async def first_message(scope, receive, send):
@@ -564,6 +572,7 @@ ROUTES = {
     "/disconnect-watch": disconnect_watch,
     "/wait-disconnect": wait_disconnect,
     "/after-response": after_response,
+    "/busy-after-response": busy_after_response,
     "/first-message": first_message,
     "/send-after-disconnect": send_after_disconnect,
     "/hold": hold,

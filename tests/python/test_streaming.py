@@ -132,6 +132,22 @@ def test_receive_after_complete_response_returns_disconnect(conformance_server):
     assert record["type"] == "http.disconnect"
 
 
+def test_work_the_app_does_after_its_response_does_not_hold_the_response_back(server_factory):
+    # The app blocks the loop for 1.5 s after its last send, as code that logs or cleans up
+    # without awaiting would; the client has its answer before that, on a fresh connection
+    # and on a kept-alive one.
+    server = server_factory("pyapp.conformance:app")
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for _ in range(2):
+            started = time.monotonic()
+            response = client.get("/busy-after-response?seconds=1.5")
+            answered = time.monotonic() - started
+            assert response.text == "answered before the work"
+            assert answered < 1.0, f"the response waited {answered:.2f} s for the app's work"
+            # The next request waits for the loop, which is still blocked.
+            assert client.get("/ok").text == "ok"
+
+
 @pytest.mark.parametrize("framing", ["chunked", "content-length"])
 def test_cancelled_receive_loses_no_bytes_and_logs_no_invalid_state_error(server_factory, framing):
     server = server_factory("pyapp.conformance:app")
