@@ -20,9 +20,8 @@
 //!
 //! A run that starts idle lets the first request a connection reads start at once, from
 //! inside that connection's poll ([`take_inline_turn`], `EventLoop::run_inline`): an app
-//! that answers without waiting is answered before the poll returns (its last `send`
-//! yields, so its step ends there), and the rest of the app, of the run and of the loop's
-//! pass comes after the response is out.
+//! that answers without waiting is answered before the poll returns, and the rest of the
+//! run, and of the loop's pass, comes after the response is out.
 
 use std::cell::Cell;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};

@@ -429,9 +429,8 @@ impl EventLoop {
     /// ([`RuntimeMode::Single`]): a connection that read a request starts its app right
     /// away, and the app's first step runs before the connection's poll goes on, so an
     /// app that answers without waiting is answered in that same poll, written before
-    /// anything else runs (its last `send` ends the step: [`HandedBack::WhenStepEnds`]).
-    /// The rest (what the app scheduled) runs as the driver returns to asyncio, which the
-    /// job's wake-up makes it do.
+    /// anything else runs. The rest (what the app scheduled) runs as the driver returns to
+    /// asyncio, which the job's wake-up makes it do.
     fn run_inline(&self, job: Job) {
         Python::attach(|py| {
             self.shared.inline.store(true, Ordering::Relaxed);
@@ -446,17 +445,11 @@ impl EventLoop {
 
     /// Runs `hand_back` (typically: give a finished response to its Tokio task) once the
     /// callbacks ready in this pass of the loop have run, together with every other hand-back
-    /// of the pass; with no other request running, at once. Says when the connection gets
-    /// it. Call on the loop thread only.
-    pub(crate) fn hand_back(
-        &self,
-        py: Python<'_>,
-        hand_back: impl FnOnce() + Send + 'static,
-    ) -> HandedBack {
-        // Inside the connection's poll: it writes as soon as the app's step returns to it.
+    /// of the pass; with no other request running, at once. Call on the loop thread only.
+    pub(crate) fn hand_back(&self, py: Python<'_>, hand_back: impl FnOnce() + Send + 'static) {
+        // Inside the connections' run: the connection is polled next.
         if self.shared.inline.load(Ordering::Relaxed) {
-            hand_back();
-            return HandedBack::WhenStepEnds;
+            return hand_back();
         }
         // With no other request running there is nothing to gather: the response goes out
         // now (with one thread, written from here), and the rest of the app's step, and of
@@ -465,14 +458,10 @@ impl EventLoop {
             match &self.objects().driver {
                 Some(driver) => {
                     if let Ok(mut driver) = driver.bind(py).try_borrow_mut() {
-                        driver.hand_back_now(py, Box::new(hand_back));
-                        return HandedBack::Now;
+                        return driver.hand_back_now(py, Box::new(hand_back));
                     }
                 }
-                None => {
-                    hand_back();
-                    return HandedBack::Now;
-                }
+                None => return hand_back(),
             }
         }
         let queue = self.objects().hand_back.bind(py);
@@ -494,7 +483,6 @@ impl EventLoop {
                 pending.into_iter().for_each(|hand_back| hand_back());
             }
         }
-        HandedBack::Gathered
     }
 
     /// Objects of the loop thread; only meaningful with the GIL held on that thread.
@@ -645,21 +633,6 @@ pub(crate) enum AppTask {
     Request,
     /// The lifespan protocol: runs until after the last request.
     Lifespan,
-}
-
-/// When the connection gets a response given to [`EventLoop::hand_back`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum HandedBack {
-    /// With the other responses of this pass of the loop, once its callbacks have run.
-    Gathered,
-    /// At once: with one thread the connection ran from inside the app's step and wrote
-    /// it; with Tokio's workers, one of them was woken to.
-    Now,
-    /// The app's step runs inside the connection's poll ([`RuntimeMode::Single`], a request
-    /// started inline): the connection writes when the step returns to it, so an app that
-    /// still has work to do after its last `send` should yield first, to do it while the
-    /// client reads the response, as it would after a write made inside `send`.
-    WhenStepEnds,
 }
 
 /// What the loop thread hands back to Tokio, gathered over one pass of the loop.

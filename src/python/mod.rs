@@ -13,7 +13,7 @@ mod watchdog;
 use pyo3::prelude::*;
 
 pub use driver::RuntimeMode;
-pub(crate) use event_loop::{AppTask, EventLoop, HandedBack};
+pub(crate) use event_loop::{AppTask, EventLoop};
 pub(crate) use loader::{AppSource, AppSpec};
 pub use loader::{Interface, LoopKind};
 pub(crate) use watchdog::{LoopWatch, watch as watch_loop};

@@ -132,11 +132,12 @@ def test_receive_after_complete_response_returns_disconnect(conformance_server):
     assert record["type"] == "http.disconnect"
 
 
-def test_work_the_app_does_after_its_response_does_not_hold_the_response_back(server_factory):
+def test_with_split_threads_work_after_the_response_does_not_hold_the_response_back(server_factory):
     # The app blocks the loop for 1.5 s after its last send, as code that logs or cleans up
-    # without awaiting would; the client has its answer before that, on a fresh connection
-    # and on a kept-alive one.
-    server = server_factory("pyapp.conformance:app")
+    # without awaiting would; with one request running, the response is handed to Tokio at
+    # once, not at the end of the loop's pass. (With one thread, a request started inside
+    # its connection's read is still written when the app's step ends: issue #17's notes.)
+    server = server_factory("pyapp.conformance:app", "--runtime-mode", "split")
     with httpx.Client(base_url=server.url, timeout=10) as client:
         for _ in range(2):
             started = time.monotonic()

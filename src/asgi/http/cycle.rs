@@ -13,7 +13,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use super::body_failure::BodyFailure;
 use super::response::{AppResponse, Ending, Step};
-use crate::asgi::awaitable::{ready, yield_once};
+use crate::asgi::awaitable::ready;
 use crate::asgi::body::{IncomingBody, RequestBody, ResponseBody, StreamItem};
 use crate::asgi::codec::message_type;
 use crate::asgi::context::ResponseState;
@@ -21,7 +21,7 @@ use crate::asgi::cycle::{self, Asked, Cycle, Handler};
 use crate::asgi::disconnected::client_disconnected;
 use crate::asgi::parking::{Closed, Inbox, IntoMessage, Next, Outbox};
 use crate::asgi::scope::{self, RequestHead};
-use crate::python::{AppTask, EventLoop, HandedBack};
+use crate::python::{AppTask, EventLoop};
 use crate::signal::Signal;
 
 /// Runs on the loop thread: builds the scope and starts the app. `asked.gone` is the
@@ -186,15 +186,10 @@ impl HttpCycle {
         match step {
             Step::Nothing => ready(py, None),
             Step::HandBack(answer, response) => {
-                let handed = slf.borrow().event_loop.hand_back(py, move || {
+                slf.borrow().event_loop.hand_back(py, move || {
                     let _ = answer.send(response);
                 });
-                // What the app does after its last `send` (unwinding its middleware, its
-                // exit stacks) then runs after the write instead of before it.
-                match handed {
-                    HandedBack::WhenStepEnds => yield_once(py),
-                    HandedBack::Gathered | HandedBack::Now => ready(py, None),
-                }
+                ready(py, None)
             }
             Step::Stream(stream, item) => {
                 match Outbox::push(slf, HttpCycle::outbox, &stream, item)? {
